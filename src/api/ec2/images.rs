@@ -1,0 +1,74 @@
+//! AMI actions: RegisterImage (from an AMI directory on this host), DescribeImages,
+//! DeregisterImage.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::tag_set;
+use crate::api::Params;
+use crate::api::xml::Xml;
+use crate::cloud::{AwsError, Cloud, Image};
+
+/// RegisterImage with `ImageLocation` = the absolute path of an AMI directory on the lab host.
+pub(super) fn register_image(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
+    let name = p.required("Name")?;
+    let location = p.get("ImageLocation").ok_or_else(|| {
+        AwsError::missing("ImageLocation (the absolute path of an AMI directory on the lab host)")
+    })?;
+    let ami = crate::ami::inspect(Path::new(location)).map_err(|e| {
+        AwsError::new(
+            "InvalidParameterValue",
+            format!("ImageLocation {location}: {e}"),
+        )
+    })?;
+    let img = c.register_image(
+        &ami,
+        Some(name),
+        p.get("Description"),
+        &p.tag_specs()?,
+        false,
+    )?;
+    x.elem("imageId", &img.id);
+    Ok(())
+}
+
+pub(super) fn describe_images(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
+    let images = c.describe_images(&p.list("ImageId"), &p.list("Owner"), &p.filters()?)?;
+    x.items("imagesSet", &images, |x, i: &Image| {
+        x.elem("imageId", &i.id)
+            .elem("imageLocation", i.location.display())
+            .elem("imageState", "available")
+            .elem("imageOwnerId", crate::serve::ACCOUNT_ID)
+            .elem("creationDate", &i.creation_date)
+            .elem("isPublic", false)
+            .elem("architecture", &i.architecture)
+            .elem("imageType", "machine")
+            .elem("name", &i.name)
+            .elem("description", &i.description)
+            .opt("imageOwnerAlias", i.owner_alias.as_ref())
+            .elem("rootDeviceType", "ebs")
+            .elem("rootDeviceName", &i.root_device_name)
+            .items("blockDeviceMapping", [i], |x, i| {
+                x.elem("deviceName", &i.root_device_name).nest("ebs", |x| {
+                    x.elem("volumeSize", i.root_size_gib)
+                        .elem("deleteOnTermination", true)
+                        .elem("volumeType", "gp3")
+                        .elem("encrypted", false);
+                });
+            })
+            .elem("virtualizationType", "hvm")
+            .elem("hypervisor", "xen")
+            .elem("enaSupport", true)
+            .elem("platformDetails", "Linux/UNIX")
+            .elem("usageOperation", "RunInstances");
+        tag_set(x, &i.tags);
+    });
+    Ok(())
+}
+
+pub(super) fn deregister_image(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
+    c.deregister_image(p.required("ImageId")?)?;
+    x.elem("return", true)
+        .items("deleteSnapshotResultSet", Vec::<()>::new(), |_, _| {});
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The EC2 Query API (`Version=2016-11-15`): one function per action that decodes its
+//! parameters, calls the control plane, and writes the response XML. `dispatch` is the table;
+//! the handlers live in one file per resource.
+
+mod catalog;
+mod images;
+mod instances;
+mod keypairs;
+mod tags;
+
+use std::sync::Arc;
+
+use super::Params;
+use super::xml::{EC2_NS, Xml};
+use crate::cloud::tags::Tag;
+use crate::cloud::{AwsError, Cloud};
+
+type Handler = fn(&Arc<Cloud>, &Params, &mut Xml) -> Result<(), AwsError>;
+
+fn lookup(action: &str) -> Option<Handler> {
+    Some(match action {
+        "CreateKeyPair" => keypairs::create_key_pair,
+        "ImportKeyPair" => keypairs::import_key_pair,
+        "DescribeKeyPairs" => keypairs::describe_key_pairs,
+        "DeleteKeyPair" => keypairs::delete_key_pair,
+        "DescribeRegions" => catalog::describe_regions,
+        "DescribeAvailabilityZones" => catalog::describe_availability_zones,
+        "DescribeInstanceTypes" => catalog::describe_instance_types,
+        "RegisterImage" => images::register_image,
+        "DescribeImages" => images::describe_images,
+        "DeregisterImage" => images::deregister_image,
+        "RunInstances" => instances::run_instances,
+        "DescribeInstances" => instances::describe_instances,
+        "StartInstances" => instances::start_instances,
+        "StopInstances" => instances::stop_instances,
+        "RebootInstances" => instances::reboot_instances,
+        "TerminateInstances" => instances::terminate_instances,
+        "DescribeInstanceStatus" => instances::describe_instance_status,
+        "GetConsoleOutput" => instances::get_console_output,
+        "ModifyInstanceAttribute" => instances::modify_instance_attribute,
+        "DescribeInstanceAttribute" => instances::describe_instance_attribute,
+        "CreateTags" => tags::create_tags,
+        "DeleteTags" => tags::delete_tags,
+        "DescribeTags" => tags::describe_tags,
+        _ => return None,
+    })
+}
+
+/// Runs one EC2 action and returns the response document.
+pub fn dispatch(
+    cloud: &Arc<Cloud>,
+    action: &str,
+    p: &Params,
+    request_id: &str,
+) -> Result<String, AwsError> {
+    let handler = lookup(action).ok_or_else(|| {
+        AwsError::new(
+            "InvalidAction",
+            format!("The action {action} is not valid for this web service."),
+        )
+    })?;
+    if p.bool("DryRun")? == Some(true) {
+        return Err(AwsError::new(
+            "DryRunOperation",
+            "Request would have succeeded, but DryRun flag is set.",
+        ));
+    }
+    let root = format!("{action}Response");
+    let mut x = Xml::new(&root, EC2_NS);
+    x.elem("requestId", request_id);
+    handler(cloud, p, &mut x)?;
+    Ok(x.finish(&root))
+}
+
+pub(super) fn tag_set(x: &mut Xml, tags: &[Tag]) {
+    x.items("tagSet", tags, |x, t| {
+        x.elem("key", &t.key).elem("value", &t.value);
+    });
+}

@@ -1,0 +1,199 @@
+//! Decoding of Query-protocol form parameters into typed values: scalars, EC2 flattened lists
+//! (`KeyName.1`), Query lists (`Subnets.member.1`), nested structures (`Filter.1.Value.1`,
+//! `TagSpecification.1.Tag.1.Key`) and booleans/integers with AWS-shaped errors.
+
+use std::collections::BTreeMap;
+
+use crate::cloud::{AwsError, Filter, Tag, TagSpec};
+
+/// The decoded parameters of one request (names are case-sensitive, as on AWS).
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    map: BTreeMap<String, String>,
+}
+
+impl Params {
+    /// Parses an `application/x-www-form-urlencoded` body or query string. Later duplicates win.
+    pub fn parse(form: &[u8]) -> Params {
+        let map = form_urlencoded::parse(form).into_owned().collect();
+        Params { map }
+    }
+
+    /// Adds the parameters of another form (the query string of a POST, say).
+    pub fn extend(&mut self, other: Params) {
+        for (k, v) in other.map {
+            self.map.entry(k).or_insert(v);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.map.get(name).map(String::as_str)
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, AwsError> {
+        match self.get(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(AwsError::missing(name)),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, AwsError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(v) => Err(AwsError::invalid_value(name, v)),
+        }
+    }
+
+    pub fn int<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, AwsError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| AwsError::invalid_value(name, v)),
+        }
+    }
+
+    /// The values of a flattened list `Prefix.1`, `Prefix.2`, … in index order. Also accepts the
+    /// Query protocol's `Prefix.member.N`.
+    pub fn list(&self, prefix: &str) -> Vec<String> {
+        let mut items: Vec<(u32, String)> = Vec::new();
+        for (k, v) in self.with_prefix(prefix) {
+            let idx = k.strip_prefix("member.").unwrap_or(k);
+            if let Ok(n) = idx.parse::<u32>() {
+                items.push((n, v.to_string()));
+            }
+        }
+        items.sort_by_key(|(n, _)| *n);
+        items.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The members of a list of structures, `Prefix.N.Field…`, each as its own `Params` holding
+    /// only the fields (`Field…`), in index order.
+    pub fn structs(&self, prefix: &str) -> Vec<Params> {
+        let mut items: BTreeMap<u32, Params> = BTreeMap::new();
+        for (k, v) in self.with_prefix(prefix) {
+            let k = k.strip_prefix("member.").unwrap_or(k);
+            let Some((idx, field)) = k.split_once('.') else {
+                continue;
+            };
+            let Ok(n) = idx.parse::<u32>() else { continue };
+            items
+                .entry(n)
+                .or_default()
+                .map
+                .insert(field.to_string(), v.to_string());
+        }
+        items.into_values().collect()
+    }
+
+    /// The fields of a nested structure `Prefix.Field…`, as its own `Params`.
+    pub fn nested(&self, prefix: &str) -> Params {
+        let map = self
+            .with_prefix(prefix)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Params { map }
+    }
+
+    fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let start = format!("{prefix}.");
+        self.map
+            .range(start.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&start))
+            .map(move |(k, v)| (&k[prefix.len() + 1..], v.as_str()))
+    }
+
+    /// `Filter.N.Name` / `Filter.N.Value.M`.
+    pub fn filters(&self) -> Result<Vec<Filter>, AwsError> {
+        self.structs("Filter")
+            .into_iter()
+            .map(|f| {
+                let name = f
+                    .required("Name")
+                    .map_err(|_| AwsError::missing("Filter.N.Name"))?;
+                Ok(Filter {
+                    name: name.to_string(),
+                    values: f.list("Value"),
+                })
+            })
+            .collect()
+    }
+
+    /// `TagSpecification.N.ResourceType` / `TagSpecification.N.Tag.M.Key|Value`.
+    pub fn tag_specs(&self) -> Result<Vec<TagSpec>, AwsError> {
+        self.structs("TagSpecification")
+            .into_iter()
+            .map(|s| {
+                let resource_type = s
+                    .required("ResourceType")
+                    .map_err(|_| AwsError::missing("TagSpecification.N.ResourceType"))?
+                    .to_string();
+                Ok(TagSpec {
+                    resource_type,
+                    tags: s.tags("Tag")?,
+                })
+            })
+            .collect()
+    }
+
+    /// `Prefix.N.Key` / `Prefix.N.Value` (`Tag.N…` for EC2, `Tags.member.N…` for the Query protocol).
+    pub fn tags(&self, prefix: &str) -> Result<Vec<Tag>, AwsError> {
+        self.structs(prefix)
+            .into_iter()
+            .map(|t| {
+                let key = t
+                    .required("Key")
+                    .map_err(|_| AwsError::missing(&format!("{prefix}.N.Key")))?;
+                Ok(Tag {
+                    key: key.to_string(),
+                    value: t.get("Value").unwrap_or("").to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_structs_and_nesting() {
+        let p = Params::parse(
+            b"Action=X&KeyName.2=b&KeyName.1=a&KeyName.10=c&Filter.1.Name=key-name&Filter.1.Value.1=x\
+              &Filter.1.Value.2=y&Filter.2.Name=tag%3AName&Filter.2.Value.1=web\
+              &TagSpecification.1.ResourceType=key-pair&TagSpecification.1.Tag.1.Key=Name\
+              &TagSpecification.1.Tag.1.Value=lab&Subnets.member.2=s2&Subnets.member.1=s1\
+              &Placement.AvailabilityZone=ap-northeast-2a",
+        );
+        assert_eq!(p.list("KeyName"), ["a", "b", "c"]);
+        assert_eq!(p.list("Subnets"), ["s1", "s2"]);
+        let f = p.filters().unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].values, ["x", "y"]);
+        assert_eq!(f[1].name, "tag:Name");
+        let t = p.tag_specs().unwrap();
+        assert_eq!(t[0].resource_type, "key-pair");
+        assert_eq!(t[0].tags[0].key, "Name");
+        assert_eq!(t[0].tags[0].value, "lab");
+        assert_eq!(
+            p.nested("Placement").get("AvailabilityZone"),
+            Some("ap-northeast-2a")
+        );
+        assert!(p.list("KeyNam").is_empty());
+    }
+
+    #[test]
+    fn typed_values_and_errors() {
+        let p = Params::parse(b"DryRun=true&MinCount=2&Bad=maybe&N=x");
+        assert_eq!(p.bool("DryRun").unwrap(), Some(true));
+        assert_eq!(p.int::<u32>("MinCount").unwrap(), Some(2));
+        assert_eq!(p.bool("Bad").unwrap_err().code, "InvalidParameterValue");
+        assert_eq!(p.int::<u32>("N").unwrap_err().code, "InvalidParameterValue");
+        assert_eq!(p.required("Missing").unwrap_err().code, "MissingParameter");
+    }
+}

@@ -1,0 +1,65 @@
+//! The user-facing `ec2lab` command line: `serve` runs the daemon; every other subcommand is a
+//! thin client of the same EC2 API the aws CLI uses (see `client`), except `key convert`, which
+//! works offline on key files.
+
+pub mod client;
+mod env;
+mod key;
+pub mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use client::{CliError, Client};
+use output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ec2lab",
+    version,
+    about = "A hands-on EC2 lab on one Linux host",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every client subcommand takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// The daemon's data dir (to find its endpoint and credentials).
+    #[arg(long, global = true, default_value = crate::datadir::DEFAULT_DIR, env = "EC2LAB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (needs root).
+    Serve(crate::serve::ServeArgs),
+    /// Print `export AWS_…` lines that point the aws CLI at the lab: eval "$(ec2lab env)".
+    Env {
+        #[arg(long, default_value = crate::datadir::DEFAULT_DIR, env = "EC2LAB_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Key pairs: create, import, list, delete, and convert key files (pem ↔ ppk).
+    Key {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: key::KeyCommand,
+    },
+}
+
+/// Runs a client subcommand; `serve` is dispatched by `main`.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(_) => unreachable!("serve is dispatched by main"),
+        Command::Env { data_dir } => env::run(&data_dir),
+        Command::Key { common, command } => key::run(&common, command),
+    }
+}

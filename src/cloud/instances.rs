@@ -1,0 +1,1052 @@
+//! Instances and their lifecycle with EC2's states and codes:
+//!
+//! ```text
+//! RunInstances → pending(0) → running(16)
+//! running --Stop--> stopping(64) → stopped(80) --Start--> pending → running
+//! running --Reboot--> running
+//! any --Terminate--> shutting-down(32) → terminated(48)   (visible for an hour)
+//! ```
+//!
+//! The record changes first (one transaction), then the [`Host`](super::host::Host) makes it
+//! real. A launch that fails leaves no record; stop and terminate finish in the background, as on
+//! AWS, and their end state is recorded when the sandbox is gone.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::images::{self, Image};
+use super::network::{self, Network};
+use super::tags::{self, Filter, Filterable, Tag, TagSpec};
+use super::{AwsError, Cloud, catalog, ids, now_iso};
+use crate::store::Change;
+
+pub const KIND: &str = "instance";
+/// Raw user data limit (before base64), as on EC2.
+pub const MAX_USER_DATA: usize = 16 * 1024;
+/// How long terminated instances stay visible.
+pub const TERMINATED_VISIBLE_SECS: i64 = 3600;
+/// Most instances one RunInstances call may start.
+pub const MAX_PER_CALL: u32 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl State {
+    pub fn code(self) -> u16 {
+        match self {
+            State::Pending => 0,
+            State::Running => 16,
+            State::ShuttingDown => 32,
+            State::Terminated => 48,
+            State::Stopping => 64,
+            State::Stopped => 80,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::ShuttingDown => "shutting-down",
+            State::Terminated => "terminated",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupRef {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub reservation_id: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub key_name: Option<String>,
+    /// The launch key's authorized_keys line (kept so the instance works if the key pair is deleted).
+    pub public_key: Option<String>,
+    pub state: State,
+    /// `stateReason`: (code, message), e.g. `Client.UserInitiatedShutdown`.
+    pub state_reason: Option<(String, String)>,
+    /// `reason`: e.g. `User initiated (2026-11-22 03:10:50 GMT)`.
+    pub transition_reason: String,
+    pub zone: String,
+    pub subnet_id: String,
+    pub vpc_id: String,
+    pub private_ip: String,
+    pub public_ip: Option<String>,
+    pub launch_time: String,
+    pub ami_launch_index: u32,
+    pub tags: Vec<Tag>,
+    /// Raw user data, base64 (as on the wire).
+    pub user_data: Option<String>,
+    pub client_token: Option<String>,
+    pub shutdown_behavior: String,
+    pub disable_api_termination: bool,
+    pub http_tokens: String,
+    pub http_endpoint: String,
+    pub http_hop_limit: u32,
+    pub instance_metadata_tags: bool,
+    pub groups: Vec<GroupRef>,
+    pub root_volume_id: String,
+    pub root_attach_time: String,
+    /// Seconds since the epoch when it reached `terminated`.
+    pub terminated_at: Option<i64>,
+}
+
+impl Instance {
+    pub fn user_data_bytes(&self) -> Option<Vec<u8>> {
+        self.user_data
+            .as_ref()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    }
+    pub fn private_dns(&self, region: &str) -> String {
+        format!(
+            "ip-{}.{}.compute.internal",
+            self.private_ip.replace('.', "-"),
+            region
+        )
+    }
+    pub fn public_dns(&self, region: &str) -> Option<String> {
+        self.public_ip.as_ref().map(|ip| {
+            format!(
+                "ec2-{}.{}.compute.amazonaws.com",
+                ip.replace('.', "-"),
+                region
+            )
+        })
+    }
+    pub fn hostname(&self) -> String {
+        format!("ip-{}", self.private_ip.replace('.', "-"))
+    }
+    pub fn name_tag(&self) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|t| t.key == "Name")
+            .map(|t| t.value.as_str())
+    }
+}
+
+impl Filterable for Instance {
+    fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+    fn filter_values(&self, name: &str) -> Option<Vec<String>> {
+        let one = |s: &str| Some(vec![s.to_string()]);
+        match name {
+            "instance-id" => one(&self.id),
+            "instance-state-name" => one(self.state.name()),
+            "instance-state-code" => one(&self.state.code().to_string()),
+            "availability-zone" => one(&self.zone),
+            "image-id" => one(&self.image_id),
+            "instance-type" => one(&self.instance_type),
+            "key-name" => Some(self.key_name.iter().cloned().collect()),
+            "private-ip-address" => one(&self.private_ip),
+            "ip-address" | "public-ip-address" => Some(self.public_ip.iter().cloned().collect()),
+            "reservation-id" => one(&self.reservation_id),
+            "subnet-id" => one(&self.subnet_id),
+            "vpc-id" => one(&self.vpc_id),
+            "instance.group-id" | "group-id" => {
+                Some(self.groups.iter().map(|g| g.id.clone()).collect())
+            }
+            "instance.group-name" | "group-name" => {
+                Some(self.groups.iter().map(|g| g.name.clone()).collect())
+            }
+            "client-token" => Some(self.client_token.iter().cloned().collect()),
+            "launch-index" => one(&self.ami_launch_index.to_string()),
+            "architecture" => one("x86_64"),
+            "root-device-type" => one("ebs"),
+            "tenancy" => one("default"),
+            _ => None,
+        }
+    }
+}
+
+/// The parameters of RunInstances, decoded by the API.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub image_id: String,
+    pub instance_type: Option<String>,
+    pub min_count: u32,
+    pub max_count: u32,
+    pub key_name: Option<String>,
+    /// Base64, as on the wire.
+    pub user_data: Option<String>,
+    pub zone: Option<String>,
+    pub subnet_id: Option<String>,
+    pub tag_specs: Vec<TagSpec>,
+    pub client_token: Option<String>,
+    pub shutdown_behavior: Option<String>,
+    pub http_tokens: Option<String>,
+    pub http_endpoint: Option<String>,
+    pub http_hop_limit: Option<u32>,
+    pub instance_metadata_tags: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub private_ip: Option<String>,
+    pub disable_api_termination: bool,
+}
+
+/// One instance's change of state, as Start/Stop/TerminateInstances report it.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub id: String,
+    pub previous: State,
+    pub current: State,
+}
+
+pub fn check_id(id: &str) -> Result<(), AwsError> {
+    if ids::well_formed(id, "i") {
+        Ok(())
+    } else {
+        Err(AwsError::new(
+            "InvalidInstanceID.Malformed",
+            format!("Invalid id: \"{id}\""),
+        ))
+    }
+}
+
+fn not_found(missing: &[String]) -> AwsError {
+    if missing.len() == 1 {
+        AwsError::new(
+            "InvalidInstanceID.NotFound",
+            format!("The instance ID '{}' does not exist", missing[0]),
+        )
+    } else {
+        AwsError::new(
+            "InvalidInstanceID.NotFound",
+            format!("The instance IDs '{}' do not exist", missing.join(", ")),
+        )
+    }
+}
+
+fn incorrect_state(msg: String) -> AwsError {
+    AwsError::new("IncorrectInstanceState", msg)
+}
+
+/// Decodes and checks user data from the wire (base64, ≤ 16 KB raw).
+pub fn decode_user_data(b64: &str) -> Result<Vec<u8>, AwsError> {
+    let cleaned: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(cleaned.as_bytes())
+        .map_err(|_| AwsError::invalid("Invalid BASE64 encoding of user data."))?;
+    if raw.len() > MAX_USER_DATA {
+        return Err(AwsError::invalid(format!(
+            "User data is limited to {MAX_USER_DATA} bytes (got {} bytes).",
+            raw.len()
+        )));
+    }
+    Ok(raw)
+}
+
+fn user_reason(what: &str) -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    format!("{what} ({} GMT)", t.format(fmt).expect("formattable"))
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Cloud {
+    /// RunInstances. Returns the new instances as they were when launched (`pending`).
+    pub fn run_instances(self: &Arc<Self>, req: RunRequest) -> Result<Vec<Instance>, AwsError> {
+        images::check_id(&req.image_id)?;
+        // Idempotency: the same ClientToken returns the same reservation.
+        if let Some(token) = &req.client_token {
+            if token.len() > 64 {
+                return Err(AwsError::invalid_value("ClientToken", token));
+            }
+            let st = self.state();
+            let same: Vec<Instance> = st
+                .instances
+                .iter()
+                .filter(|i| i.client_token.as_deref() == Some(token.as_str()))
+                .cloned()
+                .collect();
+            if !same.is_empty() {
+                return Ok(same);
+            }
+        }
+        let image = self.image(&req.image_id)?;
+        let itype = req
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| "t2.micro".into());
+        if catalog::instance_type(&itype).is_none() {
+            return Err(AwsError::new(
+                "InvalidParameterValue",
+                format!("Invalid value '{itype}' for InstanceType."),
+            ));
+        }
+        if req.min_count < 1 || req.max_count < req.min_count {
+            return Err(AwsError::invalid(format!(
+                "MinCount ({}) must be at least 1 and no more than MaxCount ({})",
+                req.min_count, req.max_count
+            )));
+        }
+        if req.min_count > MAX_PER_CALL {
+            return Err(AwsError::new(
+                "InstanceLimitExceeded",
+                format!(
+                    "You have requested more instances ({}) than the lab allows in one call ({MAX_PER_CALL}).",
+                    req.min_count
+                ),
+            ));
+        }
+        let count = req.max_count.min(MAX_PER_CALL);
+        let (key_name, public_key) = match &req.key_name {
+            Some(k) => {
+                let kp = self.key_pair(k)?;
+                (Some(kp.name), Some(kp.public_key))
+            }
+            None => (None, None),
+        };
+        if let Some(u) = &req.user_data {
+            decode_user_data(u)?;
+        }
+        let shutdown_behavior = req
+            .shutdown_behavior
+            .clone()
+            .unwrap_or_else(|| "stop".into());
+        if shutdown_behavior != "stop" && shutdown_behavior != "terminate" {
+            return Err(AwsError::invalid_value(
+                "InstanceInitiatedShutdownBehavior",
+                &shutdown_behavior,
+            ));
+        }
+        let http_tokens = req.http_tokens.clone().unwrap_or_else(|| "optional".into());
+        if http_tokens != "optional" && http_tokens != "required" {
+            return Err(AwsError::invalid_value(
+                "MetadataOptions.HttpTokens",
+                &http_tokens,
+            ));
+        }
+        let http_endpoint = req
+            .http_endpoint
+            .clone()
+            .unwrap_or_else(|| "enabled".into());
+        if http_endpoint != "enabled" && http_endpoint != "disabled" {
+            return Err(AwsError::invalid_value(
+                "MetadataOptions.HttpEndpoint",
+                &http_endpoint,
+            ));
+        }
+        let metadata_tags = match req.instance_metadata_tags.as_deref() {
+            None | Some("disabled") => false,
+            Some("enabled") => true,
+            Some(o) => {
+                return Err(AwsError::invalid_value(
+                    "MetadataOptions.InstanceMetadataTags",
+                    o,
+                ));
+            }
+        };
+        let hop_limit = req.http_hop_limit.unwrap_or(1);
+        if !(1..=64).contains(&hop_limit) {
+            return Err(AwsError::invalid_value(
+                "MetadataOptions.HttpPutResponseHopLimit",
+                &hop_limit.to_string(),
+            ));
+        }
+        let instance_tags = tags::tags_for(
+            &req.tag_specs
+                .iter()
+                .filter(|s| s.resource_type == "instance")
+                .cloned()
+                .collect::<Vec<_>>(),
+            "instance",
+        )?;
+        for s in &req.tag_specs {
+            if !["instance", "volume", "network-interface"].contains(&s.resource_type.as_str()) {
+                return Err(AwsError::invalid(format!(
+                    "'{}' is not a valid taggable resource type for this operation.",
+                    s.resource_type
+                )));
+            }
+        }
+
+        let reservation_id = ids::new_id("r");
+        let launch_time = now_iso();
+        let mut created: Vec<Instance> = Vec::new();
+        {
+            let mut st = self.state();
+            let net = self.network();
+            let subnet = network::pick_subnet(
+                &net,
+                &self.cfg.region,
+                req.zone.as_deref(),
+                req.subnet_id.as_deref(),
+                st.instances.len(),
+            )?;
+            let groups =
+                self.resolve_groups(&net, &req.security_group_ids, &req.security_groups)?;
+            if count > 1 && req.private_ip.is_some() {
+                return Err(AwsError::combination(
+                    "PrivateIpAddress can only be used when launching one instance.",
+                ));
+            }
+            let mut used: Vec<String> = st
+                .instances
+                .iter()
+                .filter(|i| i.state != State::Terminated)
+                .map(|i| i.private_ip.clone())
+                .collect();
+            for idx in 0..count {
+                let private_ip = match &req.private_ip {
+                    Some(ip) => network::claim_ip(&subnet, ip, &used)?,
+                    None => network::next_ip(&subnet, &used)?,
+                };
+                used.push(private_ip.clone());
+                created.push(Instance {
+                    id: ids::new_id("i"),
+                    reservation_id: reservation_id.clone(),
+                    image_id: image.id.clone(),
+                    instance_type: itype.clone(),
+                    key_name: key_name.clone(),
+                    public_key: public_key.clone(),
+                    state: State::Pending,
+                    state_reason: None,
+                    transition_reason: String::new(),
+                    zone: subnet.zone.clone(),
+                    subnet_id: subnet.id.clone(),
+                    vpc_id: net.vpc_id.clone(),
+                    private_ip,
+                    public_ip: None,
+                    launch_time: launch_time.clone(),
+                    ami_launch_index: idx,
+                    tags: instance_tags.clone(),
+                    user_data: req.user_data.clone(),
+                    client_token: req.client_token.clone(),
+                    shutdown_behavior: shutdown_behavior.clone(),
+                    disable_api_termination: req.disable_api_termination,
+                    http_tokens: http_tokens.clone(),
+                    http_endpoint: http_endpoint.clone(),
+                    http_hop_limit: hop_limit,
+                    instance_metadata_tags: metadata_tags,
+                    groups: groups.clone(),
+                    root_volume_id: ids::new_id("vol"),
+                    root_attach_time: launch_time.clone(),
+                    terminated_at: None,
+                });
+            }
+            let changes: Vec<Change> = created
+                .iter()
+                .map(|i| Change::put(KIND, &i.id, None, i))
+                .collect::<Result<_, _>>()?;
+            self.store().apply(&changes)?;
+            st.instances.extend(created.iter().cloned());
+        }
+        // Boot them. If any fails, the whole call fails and leaves nothing behind.
+        let mut booted: Vec<&Instance> = Vec::new();
+        for inst in &created {
+            if let Err(e) = self.host().start(inst, &image) {
+                for b in &booted {
+                    self.host().stop(&b.id);
+                }
+                for i in &created {
+                    self.host().destroy(&i.id);
+                }
+                let mut st = self.state();
+                let changes: Vec<Change> = created
+                    .iter()
+                    .map(|i| Change::delete(KIND, &i.id))
+                    .collect();
+                let _ = self.store().apply(&changes);
+                st.instances
+                    .retain(|i| !created.iter().any(|c| c.id == i.id));
+                return Err(AwsError::new(
+                    "InsufficientInstanceCapacity",
+                    format!("The lab could not start instance {}: {e}", inst.id),
+                ));
+            }
+            booted.push(inst);
+        }
+        self.set_states(
+            &created.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            State::Running,
+            None,
+            "",
+        )?;
+        Ok(created)
+    }
+
+    /// The instances, for DescribeInstances; terminated ones disappear after an hour.
+    pub fn describe_instances(
+        &self,
+        ids_wanted: &[String],
+        filters: &[Filter],
+    ) -> Result<Vec<Instance>, AwsError> {
+        for id in ids_wanted {
+            check_id(id)?;
+        }
+        self.purge_old_terminated()?;
+        let st = self.state();
+        let missing: Vec<String> = ids_wanted
+            .iter()
+            .filter(|id| !st.instances.iter().any(|i| &i.id == *id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(not_found(&missing));
+        }
+        let mut out = Vec::new();
+        for i in &st.instances {
+            if !ids_wanted.is_empty() && !ids_wanted.contains(&i.id) {
+                continue;
+            }
+            if tags::matches(i, filters)? {
+                out.push(i.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn purge_old_terminated(&self) -> Result<(), AwsError> {
+        let cutoff = now_secs() - TERMINATED_VISIBLE_SECS;
+        let mut st = self.state();
+        let old: Vec<String> = st
+            .instances
+            .iter()
+            .filter(|i| i.state == State::Terminated && i.terminated_at.is_some_and(|t| t < cutoff))
+            .map(|i| i.id.clone())
+            .collect();
+        if !old.is_empty() {
+            let changes: Vec<Change> = old.iter().map(|id| Change::delete(KIND, id)).collect();
+            self.store().apply(&changes)?;
+            st.instances.retain(|i| !old.contains(&i.id));
+        }
+        Ok(())
+    }
+
+    pub fn instance(&self, id: &str) -> Result<Instance, AwsError> {
+        check_id(id)?;
+        self.state()
+            .instances
+            .iter()
+            .find(|i| i.id == id)
+            .cloned()
+            .ok_or_else(|| not_found(&[id.to_string()]))
+    }
+
+    /// Looks up the given ids; all must exist (EC2 fails the whole call otherwise).
+    fn existing(&self, ids_wanted: &[String]) -> Result<Vec<Instance>, AwsError> {
+        if ids_wanted.is_empty() {
+            return Err(AwsError::missing("InstanceId"));
+        }
+        for id in ids_wanted {
+            check_id(id)?;
+        }
+        let st = self.state();
+        let missing: Vec<String> = ids_wanted
+            .iter()
+            .filter(|id| !st.instances.iter().any(|i| &i.id == *id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(not_found(&missing));
+        }
+        Ok(ids_wanted
+            .iter()
+            .filter_map(|id| st.instances.iter().find(|i| &i.id == id).cloned())
+            .collect())
+    }
+
+    /// Records a new state for instances (one transaction).
+    fn set_states(
+        &self,
+        ids_to_set: &[String],
+        state: State,
+        reason: Option<(&str, &str)>,
+        transition: &str,
+    ) -> Result<(), AwsError> {
+        let mut st = self.state();
+        let mut changes = Vec::new();
+        let mut updated = Vec::new();
+        for i in st.instances.iter().filter(|i| ids_to_set.contains(&i.id)) {
+            let mut n = i.clone();
+            n.state = state;
+            if let Some((c, m)) = reason {
+                n.state_reason = Some((c.to_string(), m.to_string()));
+            } else if state == State::Running || state == State::Pending {
+                n.state_reason = None;
+            }
+            if !transition.is_empty() || state == State::Running {
+                n.transition_reason = transition.to_string();
+            }
+            if state == State::Terminated {
+                n.terminated_at = Some(now_secs());
+                n.public_ip = None;
+            }
+            if state == State::Stopped {
+                n.public_ip = None;
+            }
+            changes.push(Change::put(KIND, &n.id, None, &n)?);
+            updated.push(n);
+        }
+        self.store().apply(&changes)?;
+        for n in updated {
+            if let Some(slot) = st.instances.iter_mut().find(|i| i.id == n.id) {
+                *slot = n;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stop_instances(
+        self: &Arc<Self>,
+        ids_wanted: &[String],
+        force: bool,
+    ) -> Result<Vec<StateChange>, AwsError> {
+        let insts = self.existing(ids_wanted)?;
+        for i in &insts {
+            match i.state {
+                State::Pending => {
+                    return Err(incorrect_state(format!(
+                        "Instance '{}' cannot be stopped as it has never reached the 'running' state.",
+                        i.id
+                    )));
+                }
+                State::ShuttingDown | State::Terminated => {
+                    return Err(incorrect_state(format!(
+                        "This instance '{}' is not in a state from which it can be stopped.",
+                        i.id
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let to_stop: Vec<String> = insts
+            .iter()
+            .filter(|i| i.state == State::Running)
+            .map(|i| i.id.clone())
+            .collect();
+        self.set_states(
+            &to_stop,
+            State::Stopping,
+            Some((
+                "Client.UserInitiatedShutdown",
+                "Client.UserInitiatedShutdown: User initiated shutdown",
+            )),
+            &user_reason("User initiated"),
+        )?;
+        let _ = force;
+        for id in &to_stop {
+            let me = self.clone();
+            let id = id.clone();
+            std::thread::spawn(move || {
+                me.host().stop(&id);
+                if let Err(e) = me.finish_stop(&id) {
+                    tracing::error!(instance = %id, error = %e, "cannot record the stopped state");
+                }
+            });
+        }
+        Ok(insts
+            .iter()
+            .map(|i| StateChange {
+                id: i.id.clone(),
+                previous: i.state,
+                current: if i.state == State::Running {
+                    State::Stopping
+                } else {
+                    i.state
+                },
+            })
+            .collect())
+    }
+
+    fn finish_stop(&self, id: &str) -> Result<(), AwsError> {
+        let still_stopping = self
+            .state()
+            .instances
+            .iter()
+            .any(|i| i.id == id && i.state == State::Stopping);
+        if still_stopping {
+            self.set_states(&[id.to_string()], State::Stopped, None, "")?;
+        }
+        Ok(())
+    }
+
+    pub fn start_instances(
+        self: &Arc<Self>,
+        ids_wanted: &[String],
+    ) -> Result<Vec<StateChange>, AwsError> {
+        let insts = self.existing(ids_wanted)?;
+        for i in &insts {
+            if !matches!(i.state, State::Stopped | State::Running | State::Pending) {
+                return Err(incorrect_state(format!(
+                    "The instance '{}' is not in a state from which it can be started.",
+                    i.id
+                )));
+            }
+        }
+        let to_start: Vec<Instance> = insts
+            .iter()
+            .filter(|i| i.state == State::Stopped)
+            .cloned()
+            .collect();
+        let start_ids: Vec<String> = to_start.iter().map(|i| i.id.clone()).collect();
+        self.set_states(&start_ids, State::Pending, None, "")?;
+        let mut failed = Vec::new();
+        for i in &to_start {
+            let result = self.image_for_boot(i).and_then(|img| {
+                self.host()
+                    .start(i, &img)
+                    .map_err(|e| AwsError::new("InsufficientInstanceCapacity", e))
+            });
+            match result {
+                Ok(()) => self.set_states(&[i.id.clone()], State::Running, None, "")?,
+                Err(e) => {
+                    tracing::error!(instance = %i.id, error = %e, "start failed");
+                    self.set_states(
+                        &[i.id.clone()],
+                        State::Stopped,
+                        Some((
+                            "Server.InternalError",
+                            &format!("Server.InternalError: {}", e.message),
+                        )),
+                        "",
+                    )?;
+                    failed.push(e);
+                }
+            }
+        }
+        if let Some(e) = failed.into_iter().next() {
+            return Err(e);
+        }
+        Ok(insts
+            .iter()
+            .map(|i| StateChange {
+                id: i.id.clone(),
+                previous: i.state,
+                current: if i.state == State::Stopped {
+                    State::Pending
+                } else {
+                    i.state
+                },
+            })
+            .collect())
+    }
+
+    /// The image to boot an instance from. A deregistered image still boots the instances made
+    /// from it, as long as its directory exists (the record is rebuilt from the instance).
+    fn image_for_boot(&self, i: &Instance) -> Result<Image, AwsError> {
+        self.image(&i.image_id)
+    }
+
+    pub fn reboot_instances(self: &Arc<Self>, ids_wanted: &[String]) -> Result<(), AwsError> {
+        let insts = self.existing(ids_wanted)?;
+        for i in insts.into_iter().filter(|i| i.state == State::Running) {
+            let me = self.clone();
+            std::thread::spawn(move || {
+                me.host().stop(&i.id);
+                let still_running = me
+                    .state()
+                    .instances
+                    .iter()
+                    .any(|x| x.id == i.id && x.state == State::Running);
+                if !still_running {
+                    return;
+                }
+                let result = me.image_for_boot(&i).and_then(|img| {
+                    me.host()
+                        .start(&i, &img)
+                        .map_err(|e| AwsError::new("InsufficientInstanceCapacity", e))
+                });
+                if let Err(e) = result {
+                    tracing::error!(instance = %i.id, error = %e, "reboot failed");
+                    let _ = me.set_states(
+                        &[i.id.clone()],
+                        State::Stopped,
+                        Some((
+                            "Server.InternalError",
+                            "Server.InternalError: reboot failed",
+                        )),
+                        "",
+                    );
+                }
+            });
+        }
+        Ok(())
+    }
+
+    pub fn terminate_instances(
+        self: &Arc<Self>,
+        ids_wanted: &[String],
+    ) -> Result<Vec<StateChange>, AwsError> {
+        let insts = self.existing(ids_wanted)?;
+        if let Some(i) = insts
+            .iter()
+            .find(|i| i.disable_api_termination && i.state != State::Terminated)
+        {
+            return Err(AwsError::new(
+                "OperationNotPermitted",
+                format!(
+                    "The instance '{}' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.",
+                    i.id
+                ),
+            ));
+        }
+        let to_end: Vec<String> = insts
+            .iter()
+            .filter(|i| !matches!(i.state, State::Terminated | State::ShuttingDown))
+            .map(|i| i.id.clone())
+            .collect();
+        self.set_states(
+            &to_end,
+            State::ShuttingDown,
+            Some((
+                "Client.UserInitiatedShutdown",
+                "Client.UserInitiatedShutdown: User initiated shutdown",
+            )),
+            &user_reason("User initiated"),
+        )?;
+        for id in &to_end {
+            let me = self.clone();
+            let id = id.clone();
+            std::thread::spawn(move || me.finish_terminate(&id));
+        }
+        Ok(insts
+            .iter()
+            .map(|i| StateChange {
+                id: i.id.clone(),
+                previous: i.state,
+                current: if i.state == State::Terminated {
+                    State::Terminated
+                } else {
+                    State::ShuttingDown
+                },
+            })
+            .collect())
+    }
+
+    fn finish_terminate(&self, id: &str) {
+        self.host().stop(id);
+        self.host().destroy(id);
+        if let Err(e) = self.set_states(&[id.to_string()], State::Terminated, None, "") {
+            tracing::error!(instance = %id, error = %e, "cannot record the terminated state");
+        }
+    }
+
+    /// Called by the runtime when an instance's sandbox ended by itself: a `poweroff` inside it
+    /// (`requested`), or a crash.
+    pub fn instance_exited(self: &Arc<Self>, id: &str, requested: bool) {
+        let Some(inst) = self.state().instances.iter().find(|i| i.id == id).cloned() else {
+            return;
+        };
+        if inst.state != State::Running {
+            return; // a stop, reboot or terminate we asked for
+        }
+        let (code, msg) = if requested {
+            (
+                "Client.InstanceInitiatedShutdown",
+                "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+            )
+        } else {
+            (
+                "Server.InternalError",
+                "Server.InternalError: the instance's init process exited unexpectedly",
+            )
+        };
+        if requested && inst.shutdown_behavior == "terminate" {
+            let _ = self.set_states(
+                &[id.to_string()],
+                State::ShuttingDown,
+                Some((code, msg)),
+                "",
+            );
+            let me = self.clone();
+            let id = id.to_string();
+            std::thread::spawn(move || me.finish_terminate(&id));
+        } else {
+            let _ = self.set_states(&[id.to_string()], State::Stopping, Some((code, msg)), "");
+            self.host().stop(id);
+            let _ = self.finish_stop(id);
+        }
+    }
+
+    /// ModifyInstanceAttribute for the attributes that can change (type and user data only while
+    /// stopped, as on EC2).
+    pub fn modify_instance_attribute(
+        &self,
+        id: &str,
+        attr: &str,
+        value: &str,
+    ) -> Result<(), AwsError> {
+        let inst = self.instance(id)?;
+        let mut n = inst.clone();
+        let need_stopped = |what: &str| {
+            if inst.state != State::Stopped {
+                Err(incorrect_state(format!(
+                    "The instance '{id}' is not in the 'stopped' state, so its {what} cannot be changed."
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match attr {
+            "instanceType" => {
+                need_stopped("instance type")?;
+                if catalog::instance_type(value).is_none() {
+                    return Err(AwsError::new(
+                        "InvalidParameterValue",
+                        format!("Invalid value '{value}' for InstanceType."),
+                    ));
+                }
+                n.instance_type = value.to_string();
+            }
+            "userData" => {
+                need_stopped("user data")?;
+                decode_user_data(value)?;
+                n.user_data = if value.is_empty() {
+                    None
+                } else {
+                    Some(value.to_string())
+                };
+            }
+            "instanceInitiatedShutdownBehavior" => {
+                if value != "stop" && value != "terminate" {
+                    return Err(AwsError::invalid_value(
+                        "InstanceInitiatedShutdownBehavior",
+                        value,
+                    ));
+                }
+                n.shutdown_behavior = value.to_string();
+            }
+            "disableApiTermination" => {
+                n.disable_api_termination = match value {
+                    "true" => true,
+                    "false" => false,
+                    o => return Err(AwsError::invalid_value("DisableApiTermination", o)),
+                };
+            }
+            other => {
+                return Err(AwsError::new(
+                    "InvalidParameterValue",
+                    format!(
+                        "Value ({other}) for parameter attribute is invalid. The lab can modify instanceType, userData, instanceInitiatedShutdownBehavior and disableApiTermination."
+                    ),
+                ));
+            }
+        }
+        self.put_instance(n)
+    }
+
+    fn put_instance(&self, n: Instance) -> Result<(), AwsError> {
+        let mut st = self.state();
+        self.store().apply(&[Change::put(KIND, &n.id, None, &n)?])?;
+        if let Some(slot) = st.instances.iter_mut().find(|i| i.id == n.id) {
+            *slot = n;
+        }
+        Ok(())
+    }
+
+    pub fn console_output(&self, id: &str) -> Result<Vec<u8>, AwsError> {
+        let inst = self.instance(id)?;
+        Ok(self.host().console(&inst.id))
+    }
+
+    pub(crate) fn network(&self) -> Network {
+        self.network.clone()
+    }
+
+    fn resolve_groups(
+        &self,
+        net: &Network,
+        ids_in: &[String],
+        names: &[String],
+    ) -> Result<Vec<GroupRef>, AwsError> {
+        let default = GroupRef {
+            id: net.default_sg_id.clone(),
+            name: "default".into(),
+        };
+        let mut out = Vec::new();
+        for id in ids_in {
+            if *id != default.id {
+                return Err(AwsError::new(
+                    "InvalidGroup.NotFound",
+                    format!("The security group '{id}' does not exist"),
+                ));
+            }
+            out.push(default.clone());
+        }
+        for name in names {
+            if name != "default" {
+                return Err(AwsError::new(
+                    "InvalidGroup.NotFound",
+                    format!(
+                        "The security group '{name}' does not exist in default VPC '{}'",
+                        net.vpc_id
+                    ),
+                ));
+            }
+            out.push(default.clone());
+        }
+        if out.is_empty() {
+            out.push(default);
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Instances that should be running, for the daemon's start-up reconciliation.
+    pub fn instances_in(&self, states: &[State]) -> Vec<Instance> {
+        self.state()
+            .instances
+            .iter()
+            .filter(|i| states.contains(&i.state))
+            .cloned()
+            .collect()
+    }
+
+    /// Start-up reconciliation after a stop or crash of the daemon: instances that were running
+    /// or starting boot again (as after a host reboot); those caught stopping are stopped; those
+    /// caught shutting down finish terminating.
+    pub fn reconcile(self: &Arc<Self>) {
+        for i in self.instances_in(&[State::Stopping]) {
+            let _ = self.set_states(&[i.id.clone()], State::Stopped, None, "");
+        }
+        for i in self.instances_in(&[State::ShuttingDown]) {
+            self.finish_terminate(&i.id);
+        }
+        for i in self.instances_in(&[State::Running, State::Pending]) {
+            let result = self.image_for_boot(&i).and_then(|img| {
+                self.host()
+                    .start(&i, &img)
+                    .map_err(|e| AwsError::new("InsufficientInstanceCapacity", e))
+            });
+            match result {
+                Ok(()) => {
+                    let _ = self.set_states(&[i.id.clone()], State::Running, None, "");
+                }
+                Err(e) => {
+                    tracing::error!(instance = %i.id, error = %e, "cannot boot the instance again after a restart");
+                    let _ = self.set_states(
+                        &[i.id.clone()],
+                        State::Stopped,
+                        Some((
+                            "Server.InternalError",
+                            &format!("Server.InternalError: {}", e.message),
+                        )),
+                        "",
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The control plane: the lab's resources, their rules and state machines. Pure logic over the
+//! store — no sockets, no syscalls. Each operation checks its input, computes the new records,
+//! writes them through [`Store::apply`] in one transaction, and only then updates the live copy in
+//! memory, so a restart sees exactly what was acknowledged.
+//!
+//! Submodules: `error` (AWS error codes), `ids`, `tags` (tags and filters), `catalog` (zones and
+//! instance types), `keypairs`.
+
+pub mod catalog;
+mod error;
+pub mod host;
+pub mod ids;
+pub mod images;
+pub mod instances;
+pub mod keypairs;
+pub mod network;
+pub mod tagging;
+pub mod tags;
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+pub use error::AwsError;
+pub use host::Host;
+pub use images::Image;
+pub use instances::{Instance, State as InstanceState};
+pub use keypairs::KeyPair;
+pub use tags::{Filter, Tag, TagSpec};
+
+use crate::store::Store;
+
+/// Settings of the lab that the control plane needs.
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    pub region: String,
+    pub account_id: String,
+    /// The API endpoint URL, as clients reach it (`http://127.0.0.1:8773`).
+    pub endpoint: String,
+}
+
+/// The live state, loaded from the store at start.
+#[derive(Debug, Default)]
+pub struct State {
+    pub key_pairs: Vec<KeyPair>,
+    pub images: Vec<Image>,
+    pub instances: Vec<Instance>,
+}
+
+pub struct Cloud {
+    pub cfg: CloudConfig,
+    store: Store,
+    state: Mutex<State>,
+    network: network::Network,
+    host: OnceLock<Arc<dyn Host>>,
+}
+
+impl Cloud {
+    pub fn open(cfg: CloudConfig, store: Store) -> Result<Cloud, AwsError> {
+        let state = State {
+            key_pairs: store.load(keypairs::KIND)?,
+            images: store.load(images::KIND)?,
+            instances: store.load(instances::KIND)?,
+        };
+        let network = match store.meta("network")? {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| AwsError::internal(format!("stored network: {e}")))?,
+            None => {
+                let n = network::Network::new(&cfg.region);
+                store.set_meta("network", &serde_json::to_string(&n).expect("json"))?;
+                n
+            }
+        };
+        Ok(Cloud {
+            cfg,
+            store,
+            state: Mutex::new(state),
+            network,
+            host: OnceLock::new(),
+        })
+    }
+
+    /// Plugs in the runtime that makes instances real (once, at start).
+    pub fn set_host(&self, host: Arc<dyn Host>) {
+        let _ = self.host.set(host);
+    }
+
+    pub(crate) fn host(&self) -> &dyn Host {
+        match self.host.get() {
+            Some(h) => h.as_ref(),
+            None => &host::NoHost,
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Now as AWS writes timestamps: `2026-11-22T03:10:50.000Z`.
+pub fn now_iso() -> String {
+    iso(time::OffsetDateTime::now_utc())
+}
+
+pub fn iso(t: time::OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(fmt)
+        .expect("formattable")
+}

@@ -1,0 +1,184 @@
+//! CreateTags, DeleteTags and DescribeTags across every taggable resource. The resource type is
+//! read from the id's prefix (`i-`, `ami-`, `key-`), as EC2 does.
+
+use super::tags::{self, Filter, Filterable, Tag};
+use super::{AwsError, Cloud, images, instances, keypairs};
+use crate::store::Change;
+
+/// One tag of one resource, as DescribeTags lists it.
+#[derive(Debug, Clone)]
+pub struct ResourceTag {
+    pub resource_id: String,
+    pub resource_type: &'static str,
+    pub tag: Tag,
+}
+
+impl Filterable for ResourceTag {
+    fn tags(&self) -> &[Tag] {
+        std::slice::from_ref(&self.tag)
+    }
+    fn filter_values(&self, name: &str) -> Option<Vec<String>> {
+        Some(vec![match name {
+            "resource-id" => self.resource_id.clone(),
+            "resource-type" => self.resource_type.to_string(),
+            "key" => self.tag.key.clone(),
+            "value" => self.tag.value.clone(),
+            _ => return None,
+        }])
+    }
+}
+
+fn kind_of(id: &str) -> Result<&'static str, AwsError> {
+    match id.split('-').next() {
+        Some("i") => Ok(instances::KIND),
+        Some("ami") => Ok(images::KIND),
+        Some("key") => Ok(keypairs::KIND),
+        _ => Err(AwsError::new(
+            "InvalidID",
+            format!("The ID '{id}' is not valid"),
+        )),
+    }
+}
+
+fn missing(kind: &str, id: &str) -> AwsError {
+    match kind {
+        instances::KIND => AwsError::new(
+            "InvalidInstanceID.NotFound",
+            format!("The instance ID '{id}' does not exist"),
+        ),
+        images::KIND => images::not_found(id),
+        _ => AwsError::new(
+            "InvalidKeyPair.NotFound",
+            format!("The key pair ID '{id}' does not exist"),
+        ),
+    }
+}
+
+impl Cloud {
+    /// Applies `f` to the tags of each resource, all in one transaction; fails without change if
+    /// any resource is unknown.
+    fn edit_tags(
+        &self,
+        resource_ids: &[String],
+        f: &dyn Fn(&mut Vec<Tag>) -> Result<(), AwsError>,
+    ) -> Result<(), AwsError> {
+        if resource_ids.is_empty() {
+            return Err(AwsError::missing("ResourceId"));
+        }
+        let mut st = self.state();
+        let mut changes = Vec::new();
+        let mut new_inst = Vec::new();
+        let mut new_img = Vec::new();
+        let mut new_kp = Vec::new();
+        for id in resource_ids {
+            let kind = kind_of(id)?;
+            match kind {
+                instances::KIND => {
+                    let mut r = st
+                        .instances
+                        .iter()
+                        .find(|r| &r.id == id)
+                        .cloned()
+                        .ok_or_else(|| missing(kind, id))?;
+                    f(&mut r.tags)?;
+                    changes.push(Change::put(kind, &r.id, None, &r)?);
+                    new_inst.push(r);
+                }
+                images::KIND => {
+                    let mut r = st
+                        .images
+                        .iter()
+                        .find(|r| &r.id == id)
+                        .cloned()
+                        .ok_or_else(|| missing(kind, id))?;
+                    f(&mut r.tags)?;
+                    changes.push(Change::put(kind, &r.id, Some(&r.name), &r)?);
+                    new_img.push(r);
+                }
+                _ => {
+                    let mut r = st
+                        .key_pairs
+                        .iter()
+                        .find(|r| &r.id == id)
+                        .cloned()
+                        .ok_or_else(|| missing(kind, id))?;
+                    f(&mut r.tags)?;
+                    changes.push(Change::put(kind, &r.id, Some(&r.name), &r)?);
+                    new_kp.push(r);
+                }
+            }
+        }
+        self.store().apply(&changes)?;
+        for r in new_inst {
+            if let Some(s) = st.instances.iter_mut().find(|x| x.id == r.id) {
+                *s = r;
+            }
+        }
+        for r in new_img {
+            if let Some(s) = st.images.iter_mut().find(|x| x.id == r.id) {
+                *s = r;
+            }
+        }
+        for r in new_kp {
+            if let Some(s) = st.key_pairs.iter_mut().find(|x| x.id == r.id) {
+                *s = r;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn create_tags(&self, resource_ids: &[String], new: &[Tag]) -> Result<(), AwsError> {
+        if new.is_empty() {
+            return Err(AwsError::missing("Tag"));
+        }
+        self.edit_tags(resource_ids, &|t| tags::merge(t, new))
+    }
+
+    /// `value_given[i]` says whether tag i came with a value (then only a matching value goes).
+    pub fn delete_tags(
+        &self,
+        resource_ids: &[String],
+        gone: &[Tag],
+        value_given: &[bool],
+    ) -> Result<(), AwsError> {
+        self.edit_tags(resource_ids, &|t| {
+            if gone.is_empty() {
+                t.clear();
+            } else {
+                tags::remove(t, gone, value_given);
+            }
+            Ok(())
+        })
+    }
+
+    pub fn describe_tags(&self, filters: &[Filter]) -> Result<Vec<ResourceTag>, AwsError> {
+        let st = self.state();
+        let mut all = Vec::new();
+        let mut add = |id: &str, kind: &'static str, ts: &[Tag]| {
+            for t in ts {
+                all.push(ResourceTag {
+                    resource_id: id.to_string(),
+                    resource_type: kind,
+                    tag: t.clone(),
+                });
+            }
+        };
+        for i in &st.instances {
+            add(&i.id, "instance", &i.tags);
+        }
+        for i in &st.images {
+            add(&i.id, "image", &i.tags);
+        }
+        for k in &st.key_pairs {
+            add(&k.id, "key-pair", &k.tags);
+        }
+        drop(st);
+        let mut out = Vec::new();
+        for r in all {
+            if tags::matches(&r, filters)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,30 @@
+//! ec2lab: a hands-on EC2 lab on one Linux host.
+//!
+//! Map of the modules (each owns one concern; see its `//!` header):
+//!
+//! | module     | owns |
+//! |------------|------|
+//! | `cli`      | the user-facing subcommands; a thin, signing client of the API |
+//! | `serve`    | the daemon's start-up, signals and shutdown |
+//! | `api`      | HTTP server for the Query protocol: SigV4, form decoding, XML, error mapping |
+//! | `cloud`    | the control plane: resources, rules and state machines over the store |
+//! | `ami`      | AMI directory images; the built-in `lab-linux`
+//! | `store`    | SQLite persistence: one transaction per change, schema version |
+//! | `keys`     | key generation, PEM/OpenSSH/PPK codecs, AWS fingerprints |
+//! | `datadir`  | the data dir layout, lab credentials, AWS profile files |
+//! | `ratelimit`| rate limiting of log lines a client can trigger |
+//!
+//! Flow of a request: `api` parses into a typed action → `cloud` decides and records it in
+//! `store` → the answer is written as EC2 XML.
+
+pub mod ami;
+pub mod api;
+pub mod cli;
+pub mod cloud;
+pub mod datadir;
+pub mod imds;
+pub mod keys;
+pub mod ratelimit;
+pub mod serve;
+pub mod store;
+pub mod userdata;

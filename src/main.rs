@@ -1,0 +1,40 @@
+//! The `ec2lab` binary. Hidden helper modes (sandbox set-up, entering an instance) are dispatched
+//! here before anything else — in particular before any async runtime starts threads — then the
+//! command line is parsed with clap.
+
+use clap::Parser;
+use ec2lab::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => ec2lab::serve::run(args),
+        other => ec2lab::cli::run(Cli { command: other }).map_err(anyhow::Error::from),
+    };
+    if let Err(e) = result {
+        eprintln!("ec2lab: {}", one_line(&e));
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EC2LAB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// An error and its causes on one line: `outer: inner: root cause`.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}

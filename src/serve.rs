@@ -1,0 +1,166 @@
+//! `ec2lab serve`: the daemon in the foreground.
+//!
+//! Start-up order: check root → check the flags → create the data dir (0700) and take its lock
+//! (one daemon per data dir) → load or make the lab credentials → open the store and the control
+//! plane → bind the API → publish `daemon.json` and the AWS profile files → serve until SIGINT or
+//! SIGTERM, then finish the requests in flight and exit.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use ipnet::Ipv4Net;
+
+use crate::api::{self, ApiState};
+use crate::cloud::{Cloud, CloudConfig};
+use crate::datadir::{DaemonInfo, DataDir};
+use crate::store::Store;
+
+/// The account id the lab reports as the owner of everything.
+pub const ACCOUNT_ID: &str = "123456789012";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Where the daemon keeps its state, credentials and instance volumes.
+    #[arg(long, default_value = crate::datadir::DEFAULT_DIR, env = "EC2LAB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address of the EC2 API (HTTP).
+    #[arg(long, default_value = "127.0.0.1:8773")]
+    pub api_addr: SocketAddr,
+    /// Pool of public and Elastic IPs; must lie inside 127.0.0.0/8.
+    #[arg(long, default_value = "127.100.0.0/16")]
+    pub public_cidr: Ipv4Net,
+    /// The SSH gateway's port on every public IP.
+    #[arg(long, default_value_t = 22)]
+    pub ssh_port: u16,
+    /// The lab's region; its zones are <region>a … <region>d.
+    #[arg(long, default_value = "ap-northeast-2")]
+    pub region: String,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "ec2lab serve needs root (it creates namespaces, mounts and cgroups): run it with sudo"
+        );
+    }
+    let loopback: Ipv4Net = "127.0.0.0/8".parse().expect("valid cidr");
+    if !loopback.contains(&args.public_cidr) {
+        bail!(
+            "--public-cidr {} is not inside 127.0.0.0/8",
+            args.public_cidr
+        );
+    }
+    if !valid_region(&args.region) {
+        bail!(
+            "--region '{}' does not look like an AWS region (e.g. ap-northeast-2)",
+            args.region
+        );
+    }
+    let dd = DataDir::new(&args.data_dir);
+    dd.create()?;
+    let _lock = lock(&dd)?;
+    let creds = dd.credentials_or_create()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ec2lab")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.api_addr)
+            .await
+            .with_context(|| format!("cannot listen on --api-addr {}", args.api_addr))?;
+        let addr = listener.local_addr()?;
+        let endpoint = format!("http://{addr}");
+        let store = Store::open(&dd.db_path())?;
+        let cfg = CloudConfig {
+            region: args.region.clone(),
+            account_id: ACCOUNT_ID.to_string(),
+            endpoint: endpoint.clone(),
+        };
+        let cloud = Arc::new(Cloud::open(cfg, store).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let info = DaemonInfo {
+            endpoint: endpoint.clone(),
+            region: args.region.clone(),
+            public_cidr: args.public_cidr.to_string(),
+            ssh_port: args.ssh_port,
+            pid: std::process::id(),
+        };
+        dd.publish(&info, &creds)?;
+        tracing::info!(%endpoint, region = %args.region, data_dir = %dd.root.display(), "ec2lab is serving");
+        eprintln!(
+            "ec2lab: EC2 API on {endpoint} (region {}); point the aws CLI at it with: eval \"$(ec2lab env{})\"",
+            args.region,
+            if args.data_dir.as_os_str() == crate::datadir::DEFAULT_DIR {
+                String::new()
+            } else {
+                format!(" --data-dir {}", args.data_dir.display())
+            }
+        );
+        let state = ApiState::new(cloud.clone(), creds);
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("API server failed")?;
+        tracing::info!("ec2lab stopped");
+        anyhow::Ok(())
+    })
+}
+
+fn valid_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Holds an exclusive lock on `DIR/daemon.lock` for the life of the daemon.
+fn lock(dd: &DataDir) -> anyhow::Result<std::fs::File> {
+    let path = dd.path("daemon.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is passed.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "another ec2lab daemon is already using {}",
+            dd.root.display()
+        );
+    }
+    Ok(f)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn regions() {
+        assert!(super::valid_region("ap-northeast-2"));
+        assert!(super::valid_region("us-gov-west-1"));
+        assert!(!super::valid_region("seoul"));
+        assert!(!super::valid_region("AP-northeast-2"));
+    }
+}

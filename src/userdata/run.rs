@@ -1,0 +1,228 @@
+//! Where boot output goes, and running scripts and commands as cloud-init does.
+//!
+//! Every line for the user (banners, script output, warnings, the final message) is appended to
+//! `/var/log/cloud-init-output.log` and written to the console; short diagnostic lines go to
+//! `/var/log/cloud-init.log`. A child process writes straight into the output log (an append
+//! file, never a pipe, so a daemon the script leaves running cannot block the boot or die of
+//! SIGPIPE later), and while the child runs its new log bytes are copied to the console.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::userdata::UserDataError;
+
+/// `PATH` for everything user data runs.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The boot's output sinks.
+pub struct Out<'a> {
+    pub root: PathBuf,
+    console: &'a mut dyn Write,
+    output_log: PathBuf,
+    init_log: PathBuf,
+}
+
+impl<'a> Out<'a> {
+    /// Opens (creates) the two log files under `root`.
+    pub fn new(root: &Path, console: &'a mut dyn Write) -> Result<Self, UserDataError> {
+        let dir = root.join("var/log");
+        std::fs::create_dir_all(&dir).map_err(|e| UserDataError::io(&dir, e))?;
+        let out = Out {
+            root: root.to_path_buf(),
+            console,
+            output_log: dir.join("cloud-init-output.log"),
+            init_log: dir.join("cloud-init.log"),
+        };
+        for (path, mode) in [(&out.output_log, 0o644), (&out.init_log, 0o640)] {
+            open_append(path, mode).map_err(|e| UserDataError::io(path, e))?;
+        }
+        Ok(out)
+    }
+
+    /// A line for the user: console and output log.
+    pub fn line(&mut self, text: &str) {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.push(b'\n');
+        if let Ok(mut f) = open_append(&self.output_log, 0o644) {
+            let _ = f.write_all(&bytes);
+        }
+        let _ = self.console.write_all(&bytes);
+        let _ = self.console.flush();
+    }
+
+    /// A diagnostic line in `/var/log/cloud-init.log` only.
+    pub fn info(&mut self, module: &str, msg: &str) {
+        self.log_line(module, "INFO", msg);
+    }
+
+    /// A problem: in `cloud-init.log`, the output log and on the console.
+    pub fn warn(&mut self, module: &str, msg: &str) {
+        let line = self.log_line(module, "WARNING", msg);
+        self.line(&line);
+    }
+
+    fn log_line(&mut self, module: &str, level: &str, msg: &str) -> String {
+        let line = format!("{} - {module}[{level}]: {msg}", log_timestamp());
+        if let Ok(mut f) = open_append(&self.init_log, 0o640) {
+            let _ = writeln!(f, "{line}");
+        }
+        line
+    }
+
+    /// Runs a command to completion with its stdout/stderr in the output log and on the
+    /// console; returns `None` (after a warning) when it could not start.
+    pub fn run(&mut self, label: &str, mut cmd: Command) -> Option<ExitStatus> {
+        let _ = self.console.flush();
+        let log = match open_append(&self.output_log, 0o644) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(
+                    "util",
+                    &format!("cannot open the output log for {label}: {e}"),
+                );
+                return None;
+            }
+        };
+        let start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let child = log.try_clone().and_then(|err| {
+            // stdin: a pipe closed at once (EOF), so nothing depends on /dev/null.
+            cmd.stdin(Stdio::piped())
+                .stdout(log)
+                .stderr(err)
+                .current_dir(&self.root)
+                .spawn()
+        });
+        let mut child = match child {
+            Ok(mut c) => {
+                drop(c.stdin.take());
+                c
+            }
+            Err(e) => {
+                self.warn("util", &format!("failed running {label}: {e}"));
+                return None;
+            }
+        };
+        let mut reader = File::open(&self.output_log).ok();
+        if let Some(r) = reader.as_mut() {
+            let _ = r.seek(SeekFrom::Start(start));
+        }
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let done = child.try_wait();
+            if let Some(r) = reader.as_mut() {
+                let _ = copy_available(r, &mut *self.console);
+            }
+            match done {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => {}
+                Err(e) => {
+                    self.warn("util", &format!("cannot wait for {label}: {e}"));
+                    return None;
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs a script or command and warns when it fails; `true` on success.
+    pub fn run_checked(&mut self, module: &str, label: &str, cmd: Command) -> bool {
+        match self.run(label, cmd) {
+            Some(status) if status.success() => true,
+            Some(status) => {
+                let code = status
+                    .code()
+                    .map(|c| format!("exit status {c}"))
+                    .unwrap_or_else(|| format!("{status}"));
+                self.warn(module, &format!("{label} failed with {code}"));
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+fn copy_available(reader: &mut File, console: &mut dyn Write) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return console.flush();
+        }
+        console.write_all(&buf[..n])?;
+    }
+}
+
+fn open_append(path: &Path, mode: u32) -> std::io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(mode)
+        .open(path)
+}
+
+/// A command with the clean environment user data runs in.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear().env("PATH", PATH).env("HOME", "/root");
+    cmd
+}
+
+/// Runs an executable script file; falls back to `sh FILE` when it has no `#!` line.
+pub fn script_command(path: &Path) -> Command {
+    let has_shebang = std::fs::read(path)
+        .map(|b| b.starts_with(b"#!"))
+        .unwrap_or(true);
+    if has_shebang {
+        command(path)
+    } else {
+        let mut cmd = command("sh");
+        cmd.arg(path);
+        cmd
+    }
+}
+
+/// `2026-11-22 03:14:00,123` in UTC, cloud-init's log timestamp.
+pub fn log_timestamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    )
+}
+
+/// RFC 2822 time, as cloud-init's banners and final message print it.
+pub fn rfc2822_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default()
+}
+
+/// Seconds since the instance's PID 1 started (the instance's "boot"), from `/proc`.
+pub fn uptime_seconds() -> f64 {
+    let host_uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let started = std::fs::read_to_string("/proc/1/stat").ok().and_then(|s| {
+        // Fields after the parenthesised command name; starttime is field 22 overall.
+        let rest = &s[s.rfind(')')? + 2..];
+        rest.split_whitespace().nth(19)?.parse::<f64>().ok()
+    });
+    match started {
+        Some(start) if ticks > 0 => (host_uptime - start / ticks as f64).max(0.0),
+        _ => host_uptime,
+    }
+}
