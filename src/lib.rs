@@ -13,6 +13,10 @@
 //! | `keys`     | key generation, PEM/OpenSSH/PPK codecs, AWS fingerprints |
 //! | `datadir`  | the data dir layout, lab credentials, AWS profile files |
 //! | `ratelimit`| rate limiting of log lines a client can trigger |
+//! | `runtime`  | makes instances real: volumes, host keys, sandboxes, IMDS, exit watch |
+//! | `sandbox`  | namespaces, overlay root, cgroups, PID 1, entering an instance |
+//! | `userdata` | cloud-init formats, run once per instance by PID 1 |
+//! | `imds`     | the metadata service inside each instance |
 //!
 //! Flow of a request: `api` parses into a typed action → `cloud` decides and records it in
 //! `store` → the answer is written as EC2 XML.
@@ -25,6 +29,8 @@ pub mod datadir;
 pub mod imds;
 pub mod keys;
 pub mod ratelimit;
+pub mod runtime;
+pub mod sandbox;
 pub mod serve;
 pub mod store;
 pub mod userdata;

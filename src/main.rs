@@ -6,6 +6,17 @@ use clap::Parser;
 use ec2lab::cli::{Cli, Command};
 
 fn main() {
+    // Hidden helper modes: single-threaded, before anything else runs.
+    let mut args = std::env::args();
+    match args.nth(1).as_deref() {
+        Some(ec2lab::sandbox::LAUNCH_ARG) => {
+            ec2lab::sandbox::launcher_main(ec2lab::runtime::init_entry)
+        }
+        Some(ec2lab::sandbox::ENTER_ARG) => {
+            ec2lab::sandbox::enter_main(&args.next().unwrap_or_default())
+        }
+        _ => {}
+    }
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {

@@ -2,8 +2,10 @@
 //!
 //! Start-up order: check root → check the flags → create the data dir (0700) and take its lock
 //! (one daemon per data dir) → load or make the lab credentials → open the store and the control
-//! plane → bind the API → publish `daemon.json` and the AWS profile files → serve until SIGINT or
-//! SIGTERM, then finish the requests in flight and exit.
+//! plane → build the default AMI → clean up what a previous daemon left and boot again the
+//! instances recorded as running → bind the API → publish `daemon.json` and the AWS profile
+//! files → serve until SIGINT or SIGTERM, then finish the requests in flight, stop the
+//! instances (their records stay `running`: the next start boots them) and exit.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -14,8 +16,9 @@ use anyhow::{Context, bail};
 use ipnet::Ipv4Net;
 
 use crate::api::{self, ApiState};
-use crate::cloud::{Cloud, CloudConfig};
+use crate::cloud::{Cloud, CloudConfig, InstanceState};
 use crate::datadir::{DaemonInfo, DataDir};
+use crate::runtime::Runtime;
 use crate::store::Store;
 
 /// The account id the lab reports as the owner of everything.
@@ -83,6 +86,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             endpoint: endpoint.clone(),
         };
         let cloud = Arc::new(Cloud::open(cfg, store).map_err(|e| anyhow::anyhow!("{e}"))?);
+        // The built-in AMI, made without any download on first start.
+        let ami = crate::ami::build_default(&dd.root).context("cannot build the default AMI lab-linux")?;
+        cloud.ensure_builtin_image(&ami).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The runtime that makes instances real; then bring back what was running before.
+        let runtime = Runtime::new(PathBuf::from("/proc/self/exe"), &dd.root, tokio::runtime::Handle::current());
+        runtime.attach(&cloud);
+        cloud.set_host(Arc::new(runtime.clone()));
+        {
+            let (cloud, runtime) = (cloud.clone(), runtime.clone());
+            tokio::task::spawn_blocking(move || {
+                let known: Vec<String> = cloud.instances_in(&InstanceState::ALL).into_iter().map(|i| i.id).collect();
+                runtime.clean_leftovers(&known);
+                cloud.reconcile();
+            })
+            .await?;
+        }
         let info = DaemonInfo {
             endpoint: endpoint.clone(),
             region: args.region.clone(),
@@ -106,6 +125,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("API server failed")?;
+        tracing::info!("stopping instances (they boot again at the next start)");
+        tokio::task::spawn_blocking(move || runtime.stop_all()).await?;
         tracing::info!("ec2lab stopped");
         anyhow::Ok(())
     })

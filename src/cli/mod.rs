@@ -4,6 +4,8 @@
 
 pub mod client;
 mod env;
+mod image;
+mod instance;
 mod key;
 pub mod output;
 
@@ -53,6 +55,60 @@ pub enum Command {
         #[command(subcommand)]
         command: key::KeyCommand,
     },
+    /// AMIs: register a directory image, list, deregister.
+    Image {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
+    /// Launch instances (RunInstances).
+    Run {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: instance::RunArgs,
+    },
+    /// List instances.
+    Ls {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a command (or a login shell) inside a running instance; exits with its status.
+    Exec {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: instance::ExecArgs,
+    },
+    /// Start stopped instances (by id or Name tag).
+    Start {
+        #[command(flatten)]
+        common: Common,
+        #[arg(required = true)]
+        instances: Vec<String>,
+    },
+    /// Stop running instances.
+    Stop {
+        #[command(flatten)]
+        common: Common,
+        #[arg(required = true)]
+        instances: Vec<String>,
+    },
+    /// Reboot running instances.
+    Reboot {
+        #[command(flatten)]
+        common: Common,
+        #[arg(required = true)]
+        instances: Vec<String>,
+    },
+    /// Terminate instances (their root volumes are deleted).
+    Terminate {
+        #[command(flatten)]
+        common: Common,
+        #[arg(required = true)]
+        instances: Vec<String>,
+    },
 }
 
 /// Runs a client subcommand; `serve` is dispatched by `main`.
@@ -61,5 +117,21 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(_) => unreachable!("serve is dispatched by main"),
         Command::Env { data_dir } => env::run(&data_dir),
         Command::Key { common, command } => key::run(&common, command),
+        Command::Image { common, command } => image::run(&common, command),
+        Command::Run { common, args } => instance::run(&common, args),
+        Command::Ls { common } => instance::ls(&common),
+        Command::Exec { common, args } => instance::exec(&common, args),
+        Command::Start { common, instances } => {
+            instance::lifecycle(&common, "StartInstances", &instances)
+        }
+        Command::Stop { common, instances } => {
+            instance::lifecycle(&common, "StopInstances", &instances)
+        }
+        Command::Reboot { common, instances } => {
+            instance::lifecycle(&common, "RebootInstances", &instances)
+        }
+        Command::Terminate { common, instances } => {
+            instance::lifecycle(&common, "TerminateInstances", &instances)
+        }
     }
 }

@@ -42,6 +42,15 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 6] = [
+        State::Pending,
+        State::Running,
+        State::ShuttingDown,
+        State::Terminated,
+        State::Stopping,
+        State::Stopped,
+    ];
+
     pub fn code(self) -> u16 {
         match self {
             State::Pending => 0,

@@ -269,10 +269,12 @@ impl Daemon {
 
     /// Runs our own CLI with the data dir of this daemon, from `cwd`.
     pub fn ec2lab(&self, cwd: &Path, args: &[&str]) -> Output {
+        // `--data-dir` right after the subcommand: anything after `--` belongs to the command.
         Command::new(BIN)
-            .args(args)
+            .args(&args[..1])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&args[1..])
             .current_dir(cwd)
             .stdin(Stdio::null())
             .output()
@@ -362,4 +364,140 @@ pub fn fixtures() -> PathBuf {
         }
     }
     panic!("key fixtures not found (tests/fixtures/keys)");
+}
+
+impl Daemon {
+    /// The id of the built-in AMI.
+    pub fn lab_linux(&self) -> String {
+        let v = self.aws_json(&[
+            "ec2",
+            "describe-images",
+            "--filters",
+            "Name=name,Values=lab-linux",
+        ]);
+        v["Images"][0]["ImageId"].as_str().unwrap().to_string()
+    }
+
+    /// `aws ec2 run-instances` with extra args; returns the instance ids.
+    pub fn run_instances(&self, extra: &[&str]) -> Vec<String> {
+        let ami = self.lab_linux();
+        let v = self.aws_json(&[&["ec2", "run-instances", "--image-id", &ami], extra].concat());
+        v["Instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["InstanceId"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn state_of(&self, id: &str) -> String {
+        let v = self.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
+        v["Reservations"][0]["Instances"][0]["State"]["Name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Polls until the instance is in `state` (at most 60 s).
+    pub fn wait_state(&self, id: &str, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.state_of(id);
+            if s == state {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} stuck in {s}, wanted {state}: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `ec2lab exec [--user U] ID -- sh -c SCRIPT`.
+    pub fn exec(&self, id: &str, user: Option<&str>, script: &str) -> Output {
+        let mut args = vec!["exec"];
+        if let Some(u) = user {
+            args.extend(["--user", u]);
+        }
+        args.extend([id, "--", "sh", "-c", script]);
+        self.ec2lab(self.dir.path(), &args)
+    }
+
+    /// Like `exec`, asserting success; returns stdout.
+    pub fn exec_ok(&self, id: &str, user: Option<&str>, script: &str) -> String {
+        let out = self.exec(id, user, script);
+        assert!(
+            out.status.success(),
+            "exec {script:?} in {id} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Decoded console output.
+    pub fn console(&self, id: &str) -> String {
+        let out = self.aws(&[
+            "ec2",
+            "get-console-output",
+            "--instance-id",
+            id,
+            "--output",
+            "text",
+            "--query",
+            "Output",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the console shows `needle` (user data runs asynchronously after boot).
+    pub fn wait_console(&self, id: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let c = self.console(id);
+            if c.contains(needle) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "console of {id} never showed {needle:?}:\n{c}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn write_file(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+/// Host cgroup directories of ec2lab instances (v1 memory controller or v2).
+pub fn instance_cgroups() -> Vec<String> {
+    let mut out = Vec::new();
+    for base in [
+        "/sys/fs/cgroup/memory/ec2lab",
+        "/sys/fs/cgroup/pids/ec2lab",
+        "/sys/fs/cgroup/ec2lab",
+    ] {
+        if let Ok(rd) = std::fs::read_dir(base) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    out.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }

@@ -1,0 +1,301 @@
+//! `ec2lab run | ls | exec | start | stop | reboot | terminate`: the friendly forms of the
+//! instance actions. Instances are named by id or by their `Name` tag. `exec` enters a running
+//! instance directly (the same path the SSH gateway uses), so it needs root like the daemon.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use clap::Args;
+
+use super::client::Element;
+use super::output::Rows;
+use super::{CliError, Client, Common};
+use crate::datadir::DataDir;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// AMI id or name (default: the built-in lab-linux).
+    #[arg(long, default_value = "lab-linux")]
+    pub image: String,
+    #[arg(long = "type", default_value = "t2.micro")]
+    pub instance_type: String,
+    /// Key pair name (its public key goes into the default user's authorized_keys).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The Name tag.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Availability zone: a full name (ap-northeast-2a) or just its letter (a).
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// A user data file (script, #cloud-config, …).
+    #[arg(long)]
+    pub user_data: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run as this user (default: the AMI's default user).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Give the command a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Instance id or Name tag.
+    pub instance: String,
+    /// The command and its arguments (none: a login shell).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+fn p(k: &str, v: impl Into<String>) -> (String, String) {
+    (k.to_string(), v.into())
+}
+
+pub fn run(common: &Common, a: RunArgs) -> Result<(), CliError> {
+    let client = Client::new(&common.data_dir)?;
+    let image_id = resolve_image(&client, &a.image)?;
+    let mut params = vec![
+        p("ImageId", image_id),
+        p("InstanceType", a.instance_type),
+        p("MinCount", a.count.to_string()),
+        p("MaxCount", a.count.to_string()),
+    ];
+    if let Some(k) = a.key {
+        params.push(p("KeyName", k));
+    }
+    if let Some(z) = a.zone {
+        let zone = if z.len() == 1 {
+            format!("{}{z}", client.region())
+        } else {
+            z
+        };
+        params.push(p("Placement.AvailabilityZone", zone));
+    }
+    if let Some(n) = a.name {
+        params.extend([
+            p("TagSpecification.1.ResourceType", "instance"),
+            p("TagSpecification.1.Tag.1.Key", "Name"),
+            p("TagSpecification.1.Tag.1.Value", n),
+        ]);
+    }
+    if let Some(f) = a.user_data {
+        let raw = std::fs::read(&f)
+            .map_err(|e| CliError::Setup(format!("cannot read {}: {e}", f.display())))?;
+        params.push(p(
+            "UserData",
+            base64::engine::general_purpose::STANDARD.encode(raw),
+        ));
+    }
+    let r = client.call("RunInstances", &params)?;
+    let ids: Vec<String> = r
+        .items("instancesSet")
+        .iter()
+        .map(|i| i.text_of("instanceId"))
+        .collect();
+    // Show them as they are now (running, unless the boot failed).
+    let mut q = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        q.push(p(&format!("InstanceId.{}", n + 1), id.clone()));
+    }
+    let now = client.call("DescribeInstances", &q)?;
+    table(&now).print(common.output);
+    Ok(())
+}
+
+pub fn ls(common: &Common) -> Result<(), CliError> {
+    let client = Client::new(&common.data_dir)?;
+    let r = client.call("DescribeInstances", &[])?;
+    table(&r).print(common.output);
+    Ok(())
+}
+
+fn instances(r: &Element) -> Vec<&Element> {
+    r.items("reservationSet")
+        .into_iter()
+        .flat_map(|res| res.items("instancesSet"))
+        .collect()
+}
+
+fn name_of(i: &Element) -> String {
+    i.items("tagSet")
+        .iter()
+        .find(|t| t.text_of("key") == "Name")
+        .map(|t| t.text_of("value"))
+        .unwrap_or_default()
+}
+
+fn table(r: &Element) -> Rows {
+    let mut rows = Rows::new(&[
+        "INSTANCE ID",
+        "NAME",
+        "STATE",
+        "TYPE",
+        "ZONE",
+        "PRIVATE IP",
+        "PUBLIC IP",
+        "IMAGE",
+        "KEY",
+    ]);
+    for i in instances(r) {
+        rows.push(vec![
+            i.text_of("instanceId"),
+            name_of(i),
+            i.find("instanceState")
+                .map(|s| s.text_of("name"))
+                .unwrap_or_default(),
+            i.text_of("instanceType"),
+            i.find("placement")
+                .map(|pl| pl.text_of("availabilityZone"))
+                .unwrap_or_default(),
+            i.text_of("privateIpAddress"),
+            i.text_of("ipAddress"),
+            i.text_of("imageId"),
+            i.text_of("keyName"),
+        ]);
+    }
+    rows
+}
+
+/// An AMI id, or the id of the AMI with that name.
+fn resolve_image(client: &Client, image: &str) -> Result<String, CliError> {
+    if image.starts_with("ami-") {
+        return Ok(image.to_string());
+    }
+    let r = client.call(
+        "DescribeImages",
+        &[p("Filter.1.Name", "name"), p("Filter.1.Value.1", image)],
+    )?;
+    r.items("imagesSet")
+        .first()
+        .map(|i| i.text_of("imageId"))
+        .ok_or_else(|| CliError::Setup(format!("no AMI named '{image}' (see `ec2lab image ls`)")))
+}
+
+/// The instance for an id or a Name tag (a name must match exactly one live instance).
+pub fn resolve_instance(client: &Client, what: &str) -> Result<Element, CliError> {
+    let r = if what.starts_with("i-") {
+        client.call("DescribeInstances", &[p("InstanceId.1", what)])?
+    } else {
+        client.call(
+            "DescribeInstances",
+            &[
+                p("Filter.1.Name", "tag:Name"),
+                p("Filter.1.Value.1", what),
+                p("Filter.2.Name", "instance-state-name"),
+                p("Filter.2.Value.1", "pending"),
+                p("Filter.2.Value.2", "running"),
+                p("Filter.2.Value.3", "stopping"),
+                p("Filter.2.Value.4", "stopped"),
+            ],
+        )?
+    };
+    let found = instances(&r);
+    match found.len() {
+        0 => Err(CliError::Setup(format!(
+            "no instance named '{what}' (see `ec2lab ls`)"
+        ))),
+        1 => Ok(found[0].clone()),
+        n => Err(CliError::Setup(format!(
+            "{n} instances are named '{what}': use an instance id"
+        ))),
+    }
+}
+
+/// The default user of the instance's AMI (from its manifest on this host).
+fn default_user(client: &Client, image_id: &str) -> String {
+    let fallback = "root".to_string();
+    let Ok(r) = client.call("DescribeImages", &[p("ImageId.1", image_id)]) else {
+        return fallback;
+    };
+    let Some(img) = r
+        .items("imagesSet")
+        .first()
+        .map(|i| i.text_of("imageLocation"))
+    else {
+        return fallback;
+    };
+    crate::ami::inspect(Path::new(&img))
+        .map(|a| a.manifest.default_user)
+        .unwrap_or(fallback)
+}
+
+pub fn exec(common: &Common, a: ExecArgs) -> Result<(), CliError> {
+    let client = Client::new(&common.data_dir)?;
+    let inst = resolve_instance(&client, &a.instance)?;
+    let id = inst.text_of("instanceId");
+    let state = inst
+        .find("instanceState")
+        .map(|s| s.text_of("name"))
+        .unwrap_or_default();
+    if state != "running" {
+        return Err(CliError::Setup(format!(
+            "instance {id} is {state}, not running"
+        )));
+    }
+    let user = a
+        .user
+        .unwrap_or_else(|| default_user(&client, &inst.text_of("imageId")));
+    let run_dir = DataDir::new(&common.data_dir).path("run").join(&id);
+    let state_file = run_dir.join("init.json");
+    let v: serde_json::Value = std::fs::read(&state_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            CliError::Setup(format!(
+                "cannot read {} (ec2lab exec enters instances directly and needs root on the lab host)",
+                state_file.display()
+            ))
+        })?;
+    let spec = crate::sandbox::EnterSpec {
+        init_pid: v["init_pid"].as_i64().unwrap_or(0) as i32,
+        start_time: v["start_time"].as_u64().unwrap_or(0),
+        user,
+        argv: a.command,
+        env: std::env::var("TERM")
+            .ok()
+            .map(|t| vec![("TERM".to_string(), t)])
+            .unwrap_or_default(),
+        tty: a.tty,
+    };
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let status = crate::sandbox::enter_command(&exe, &spec)
+        .status()
+        .map_err(|e| CliError::Setup(format!("cannot start the enter helper: {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    std::process::exit(code);
+}
+
+/// start / stop / reboot / terminate, by id or Name tag.
+pub fn lifecycle(common: &Common, action: &str, targets: &[String]) -> Result<(), CliError> {
+    let client = Client::new(&common.data_dir)?;
+    let mut params = Vec::new();
+    for (n, t) in targets.iter().enumerate() {
+        let id = resolve_instance(&client, t)?.text_of("instanceId");
+        params.push(p(&format!("InstanceId.{}", n + 1), id));
+    }
+    let r = client.call(action, &params)?;
+    if action == "RebootInstances" {
+        eprintln!("rebooting {}", targets.join(", "));
+        return Ok(());
+    }
+    let mut rows = Rows::new(&["INSTANCE ID", "PREVIOUS", "CURRENT"]);
+    for i in r.items("instancesSet") {
+        rows.push(vec![
+            i.text_of("instanceId"),
+            i.find("previousState")
+                .map(|s| s.text_of("name"))
+                .unwrap_or_default(),
+            i.find("currentState")
+                .map(|s| s.text_of("name"))
+                .unwrap_or_default(),
+        ]);
+    }
+    rows.print(common.output);
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! The runtime: makes the control plane's instances real on this host. It implements
+//! [`Host`] for `cloud` and owns, per running instance, its sandbox, its metadata service and
+//! the watcher that notices when the instance ends by itself.
+//!
+//! Start of an instance: (first boot) create the root volume and write the instance's own files
+//! into its upper layer — SSH host keys, hostname, hosts, machine-id → write the boot context
+//! the instance's PID 1 reads (user data, launch key) → `sandbox::launch` → bind
+//! 169.254.169.254:80 inside its network namespace and serve IMDS there → watch PID 1's pidfd.
+//!
+//! ```text
+//! DIR/volumes/<id>/   root volume: upper/ work/ (overlay), console.prev (console across restarts)
+//! DIR/run/<id>/       runtime: console.log, init.json, rootfs mount point
+//! ```
+
+mod metadata;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+pub use metadata::{InstanceMetadata, mac_of};
+
+use crate::cloud::{Cloud, Host, Image, Instance, catalog};
+use crate::keys::{self, HostKeyType};
+use crate::sandbox::{self, InitExit, LaunchSpec, Limits, Running};
+use crate::userdata::BootContext;
+
+/// The metadata service's address inside every instance.
+pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// Where the daemon puts the boot context inside the instance.
+pub const BOOT_CONTEXT: &str = "/var/lib/ec2lab/boot.json";
+/// How long an instance's processes get between SIGTERM and SIGKILL when it stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Console output kept for GetConsoleOutput, as on AWS.
+pub const CONSOLE_TAIL: u64 = 64 * 1024;
+
+struct Live {
+    running: Running,
+    /// Set when the host stops it, so the watcher does not report an unexpected exit.
+    stopping: Arc<AtomicBool>,
+    imds_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct Runtime {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    handle: tokio::runtime::Handle,
+    cloud: OnceLock<Weak<Cloud>>,
+    live: Mutex<HashMap<String, Live>>,
+}
+
+impl Runtime {
+    pub fn new(exe: PathBuf, data_dir: &Path, handle: tokio::runtime::Handle) -> Arc<Runtime> {
+        Arc::new(Runtime {
+            exe,
+            data_dir: data_dir.to_path_buf(),
+            handle,
+            cloud: OnceLock::new(),
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn attach(&self, cloud: &Arc<Cloud>) {
+        let _ = self.cloud.set(Arc::downgrade(cloud));
+    }
+
+    pub fn volume_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("volumes").join(id)
+    }
+
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("run").join(id)
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The running sandbox of an instance (for `ec2lab exec` and the SSH gateway).
+    pub fn running(&self, id: &str) -> Option<Running> {
+        self.live().get(id).map(|l| l.running.clone())
+    }
+
+    /// At daemon start, before anything boots: kills and removes whatever a previous daemon on
+    /// this data dir left (processes, cgroups, runtime dirs), keeping each instance's console
+    /// output. Only instances of this data dir are touched — recorded ones and those with a
+    /// runtime dir — never another lab's on the same host (records are written before a launch,
+    /// so no instance of ours can lack both).
+    pub fn clean_leftovers(&self, known: &[String]) {
+        let mut ids: Vec<String> = known.to_vec();
+        if let Ok(entries) = fs::read_dir(self.data_dir.join("run")) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        for id in ids {
+            self.save_console(&id);
+            if let Err(e) = sandbox::cleanup_stale(&id, &self.run_dir(&id)) {
+                tracing::error!(instance = %id, error = %e, "cannot clean up what a previous daemon left");
+            }
+        }
+    }
+
+    /// Moves the console log out of the runtime dir (which cleanup removes) into the volume.
+    fn save_console(&self, id: &str) {
+        let log = self.run_dir(id).join("console.log");
+        let keep = self.volume_dir(id).join("console.prev");
+        if log.exists() && self.volume_dir(id).is_dir() {
+            let mut all = fs::read(&keep).unwrap_or_default();
+            all.extend(fs::read(&log).unwrap_or_default());
+            let start = all.len().saturating_sub(CONSOLE_TAIL as usize);
+            let _ = fs::write(&keep, &all[start..]);
+        }
+    }
+
+    /// Stops every running instance (daemon shutdown), in parallel. Records stay as they are:
+    /// the next start boots them again.
+    pub fn stop_all(self: &Arc<Self>) {
+        let ids: Vec<String> = self.live().keys().cloned().collect();
+        std::thread::scope(|s| {
+            for id in &ids {
+                s.spawn(|| Host::stop(self, id));
+            }
+        });
+    }
+
+    /// First boot: the instance's own files in its upper layer.
+    fn prepare_volume(&self, inst: &Instance) -> Result<(), String> {
+        let upper = self.volume_dir(&inst.id).join("upper");
+        let marker = self.volume_dir(&inst.id).join(".prepared");
+        if marker.exists() {
+            return Ok(());
+        }
+        let ssh = upper.join("etc/ssh");
+        mkdirs(&ssh, 0o755)?;
+        for kind in [HostKeyType::Ed25519, HostKeyType::EcdsaP256] {
+            let (private, public) = keys::generate_host_key(kind);
+            let path = ssh.join(kind.file_name());
+            write_file(&path, private.as_bytes(), 0o600)?;
+            write_file(
+                &path.with_extension("pub"),
+                format!("{public} root@{}\n", inst.hostname()).as_bytes(),
+                0o644,
+            )?;
+        }
+        let region = self
+            .cloud()
+            .map(|c| c.cfg.region.clone())
+            .unwrap_or_default();
+        write_file(
+            &upper.join("etc/hostname"),
+            format!("{}\n", inst.hostname()).as_bytes(),
+            0o644,
+        )?;
+        write_file(
+            &upper.join("etc/hosts"),
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{} {}\n",
+                inst.private_ip,
+                inst.private_dns(&region),
+                inst.hostname()
+            )
+            .as_bytes(),
+            0o644,
+        )?;
+        let machine_id: String = inst
+            .id
+            .trim_start_matches("i-")
+            .chars()
+            .chain("0123456789abcdef".chars().cycle())
+            .take(32)
+            .collect();
+        write_file(
+            &upper.join("etc/machine-id"),
+            format!("{machine_id}\n").as_bytes(),
+            0o444,
+        )?;
+        write_file(&marker, b"", 0o600)
+    }
+
+    fn write_boot_context(&self, inst: &Instance, image: &Image) -> Result<(), String> {
+        let ctx = BootContext {
+            instance_id: inst.id.clone(),
+            default_user: image.default_user.clone(),
+            public_keys: inst.public_key.iter().cloned().collect(),
+            user_data: inst.user_data_bytes(),
+            host_key_dir: PathBuf::from("/etc/ssh"),
+            hostname: inst.hostname(),
+            cloud_name: "ec2lab".into(),
+        };
+        let path = self
+            .volume_dir(&inst.id)
+            .join("upper")
+            .join(BOOT_CONTEXT.trim_start_matches('/'));
+        mkdirs(path.parent().expect("has a parent"), 0o700)?;
+        ctx.save(&path).map_err(|e| e.to_string())
+    }
+
+    fn spec(&self, inst: &Instance, image: &Image) -> LaunchSpec {
+        let t = catalog::instance_type(&inst.instance_type)
+            .copied()
+            .unwrap_or(catalog::INSTANCE_TYPES[1]);
+        let private: Ipv4Addr = inst
+            .private_ip
+            .parse()
+            .unwrap_or(Ipv4Addr::new(172, 31, 0, 4));
+        LaunchSpec {
+            instance_id: inst.id.clone(),
+            lower_dirs: vec![image.rootfs.clone()],
+            ro_binds: image
+                .host_binds
+                .iter()
+                .map(|p| (p.clone(), p.clone()))
+                .collect(),
+            volume_dir: self.volume_dir(&inst.id),
+            run_dir: self.run_dir(&inst.id),
+            hostname: inst.hostname(),
+            lo_addrs: vec![IMDS_ADDR, private],
+            limits: Limits {
+                memory_bytes: t.memory_mib * 1024 * 1024,
+                cpu_millicores: t.vcpus * 1000,
+                pids_max: 512 + 512 * t.vcpus,
+            },
+            init_argv: vec![
+                self.exe.display().to_string(),
+                INIT_ARG.to_string(),
+                inst.id.clone(),
+                BOOT_CONTEXT.to_string(),
+            ],
+        }
+    }
+
+    fn cloud(&self) -> Option<Arc<Cloud>> {
+        self.cloud.get().and_then(Weak::upgrade)
+    }
+
+    /// Serves IMDS on 169.254.169.254:80 inside the instance.
+    fn start_imds(
+        &self,
+        id: &str,
+        init_pid: i32,
+    ) -> Result<tokio::sync::oneshot::Sender<()>, String> {
+        let std_listener = sandbox::bind_in_netns(init_pid, SocketAddr::from((IMDS_ADDR, 80)))
+            .map_err(|e| format!("cannot listen on {IMDS_ADDR}:80 inside the instance: {e}"))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let _guard = self.handle.enter();
+        let listener =
+            tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+        let source = Arc::new(InstanceMetadata {
+            cloud: self.cloud.get().cloned().unwrap_or_default(),
+            instance_id: id.to_string(),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let id = id.to_string();
+        self.handle.spawn(async move {
+            if let Err(e) = crate::imds::serve(listener, source, async move {
+                let _ = rx.await;
+            })
+            .await
+            {
+                tracing::warn!(instance = %id, error = %e, "metadata service ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// Watches PID 1: when it ends without the host asking, tell the control plane.
+    fn watch(self: &Arc<Self>, running: Running, stopping: Arc<AtomicBool>) {
+        let me = self.clone();
+        let Ok(pidfd) = sandbox::open_pidfd(&running) else {
+            return;
+        };
+        self.handle.spawn(async move {
+            // SAFETY: the AsyncFd owns the pidfd; `as_raw_fd` returns that same descriptor for
+            // its whole life, and nothing else closes it.
+            let Ok(afd) = (unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    pidfd,
+                    tokio::io::Interest::READABLE,
+                )
+            }) else {
+                return;
+            };
+            let _ = afd.readable().await;
+            if stopping.load(Ordering::SeqCst) {
+                return; // the host's own stop reaps it
+            }
+            let exit = tokio::task::spawn_blocking({
+                let running = running.clone();
+                move || sandbox::try_reap(&running).ok().flatten()
+            })
+            .await
+            .ok()
+            .flatten();
+            if stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let id = running.instance_id.clone();
+            tracing::info!(instance = %id, ?exit, "instance init ended by itself");
+            let _ = tokio::task::spawn_blocking(move || me.on_exit(&id, exit)).await;
+        });
+    }
+
+    fn on_exit(self: &Arc<Self>, id: &str, exit: Option<InitExit>) {
+        // Clean up the sandbox's cgroup and runtime files; the instance is gone.
+        let live = self.live().remove(id);
+        if let Some(mut l) = live {
+            if let Some(tx) = l.imds_stop.take() {
+                let _ = tx.send(());
+            }
+            let _ = sandbox::stop(&l.running, Duration::from_secs(1));
+        }
+        let Some(cloud) = self.cloud() else { return };
+        match exit {
+            Some(InitExit::Reboot) => {
+                // A reboot from inside: boot again from the same volume.
+                let inst = cloud.instance(id).ok();
+                let img = inst.as_ref().and_then(|i| cloud.image(&i.image_id).ok());
+                if let (Some(inst), Some(img)) = (inst, img) {
+                    if let Err(e) = self.start(&inst, &img) {
+                        tracing::error!(instance = %id, error = %e, "reboot failed");
+                        cloud.instance_exited(id, false);
+                    }
+                }
+            }
+            Some(InitExit::Poweroff) => cloud.instance_exited(id, true),
+            _ => cloud.instance_exited(id, false),
+        }
+    }
+}
+
+/// argv[1] of the instance's PID 1 (dispatched in-process by the launcher).
+pub const INIT_ARG: &str = "__init";
+
+impl Host for Arc<Runtime> {
+    fn start(&self, inst: &Instance, image: &Image) -> Result<(), String> {
+        if self.live().contains_key(&inst.id) {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let first_boot = !self.volume_dir(&inst.id).join(".prepared").exists();
+        let result = (|| {
+            self.prepare_volume(inst)?;
+            self.write_boot_context(inst, image)?;
+            sandbox::launch(&self.exe, &self.spec(inst, image)).map_err(|e| e.to_string())
+        })();
+        let running = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if first_boot {
+                    let _ = fs::remove_dir_all(self.volume_dir(&inst.id));
+                }
+                return Err(e);
+            }
+        };
+        let imds = match self.start_imds(&inst.id, running.init_pid) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let _ = sandbox::stop(&running, Duration::from_secs(1));
+                return Err(e);
+            }
+        };
+        let stopping = Arc::new(AtomicBool::new(false));
+        self.live().insert(
+            inst.id.clone(),
+            Live {
+                running: running.clone(),
+                stopping: stopping.clone(),
+                imds_stop: Some(imds),
+            },
+        );
+        self.watch(running, stopping);
+        tracing::info!(instance = %inst.id, ms = t0.elapsed().as_secs_f64() * 1000.0, "instance booted");
+        Ok(())
+    }
+
+    fn stop(&self, instance_id: &str) {
+        let live = self.live().remove(instance_id);
+        let Some(mut l) = live else { return };
+        l.stopping.store(true, Ordering::SeqCst);
+        if let Some(tx) = l.imds_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Err(e) = sandbox::stop(&l.running, SHUTDOWN_GRACE + Duration::from_secs(3)) {
+            tracing::error!(instance = %instance_id, error = %e, "stop did not clean up fully");
+        }
+    }
+
+    fn destroy(&self, instance_id: &str) {
+        for dir in [self.volume_dir(instance_id), self.run_dir(instance_id)] {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!(instance = %instance_id, path = %dir.display(), error = %e, "cannot delete");
+                }
+            }
+        }
+    }
+
+    fn console(&self, instance_id: &str) -> Vec<u8> {
+        let mut out =
+            fs::read(self.volume_dir(instance_id).join("console.prev")).unwrap_or_default();
+        out.extend(tail(
+            &self.run_dir(instance_id).join("console.log"),
+            CONSOLE_TAIL,
+        ));
+        let start = out.len().saturating_sub(CONSOLE_TAIL as usize);
+        out.split_off(start)
+    }
+
+    fn is_running(&self, instance_id: &str) -> bool {
+        self.live()
+            .get(instance_id)
+            .is_some_and(|l| sandbox::is_alive(&l.running))
+    }
+}
+
+fn tail(path: &Path, n: u64) -> Vec<u8> {
+    let Ok(mut f) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(n)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    buf
+}
+
+fn mkdirs(p: &Path, mode: u32) -> Result<(), String> {
+    fs::create_dir_all(p).map_err(|e| format!("create {}: {e}", p.display()))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
+fn write_file(p: &Path, content: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(p)
+        .map_err(|e| format!("write {}: {e}", p.display()))?;
+    f.write_all(content)
+        .map_err(|e| format!("write {}: {e}", p.display()))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
+/// Body of the instance's PID 1, called in-process by the launcher with `init_argv`:
+/// `[exe, "__init", <instance id>, <boot context path>]`.
+pub fn init_entry(argv: &[String]) -> ! {
+    let id = argv.get(2).cloned().unwrap_or_default();
+    let ctx_path = PathBuf::from(argv.get(3).cloned().unwrap_or_else(|| BOOT_CONTEXT.into()));
+    let cfg = sandbox::InitConfig {
+        instance_id: id,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    sandbox::init_main(cfg, move || match BootContext::load(&ctx_path) {
+        Ok(ctx) => {
+            if let Err(e) = crate::userdata::boot(&ctx) {
+                println!("ec2lab-init: user data: {e}");
+            }
+        }
+        Err(e) => println!(
+            "ec2lab-init: cannot read the boot context {}: {e}",
+            ctx_path.display()
+        ),
+    })
+}

@@ -1,0 +1,611 @@
+//! Launching an instance: `launch` (daemon side), `launcher_main` (the `__launch` helper) and
+//! `pid1` (the instance's PID 1 until it becomes init). The L*/P* steps are listed in `mod.rs`.
+//!
+//! Protocol. Daemon → launcher: `LauncherInput` JSON on stdin. Launcher → daemon: JSON lines
+//! on stdout — `started` (as soon as PID 1 exists, so the daemon can always reap it), then
+//! `ready` or `failed`. PID 1 → launcher: a close-on-exec pipe that carries one
+//! `ChildFailure` JSON, or nothing (EOF) once PID 1 runs init.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::{self, CgroupPaths};
+use super::mounts::{self, OpError};
+use super::spec::{CONSOLE_LOG, INIT_STATE, LaunchSpec, LauncherInput};
+use super::sys::{self, Fork};
+use super::{Running, SandboxError, Step, caps, netns, process};
+
+/// `argv[1]` of the launcher helper mode.
+pub const LAUNCH_ARG: &str = "__launch";
+
+/// PATH given to the launcher and inherited by PID 1.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Report {
+    Started {
+        init_pid: i32,
+    },
+    Ready {
+        init_pid: i32,
+        start_time: u64,
+        cgroup: CgroupPaths,
+    },
+    Failed {
+        step: Step,
+        what: String,
+        errno: i32,
+        message: String,
+    },
+}
+
+/// What PID 1 sends back when a step fails.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChildFailure {
+    step: Step,
+    what: String,
+    errno: i32,
+    message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct InitState {
+    instance_id: String,
+    init_pid: i32,
+    start_time: u64,
+}
+
+fn failed(step: Step, what: impl Into<String>, e: &io::Error) -> Report {
+    Report::Failed {
+        step,
+        what: what.into(),
+        errno: e.raw_os_error().unwrap_or(0),
+        message: e.to_string(),
+    }
+}
+
+fn failed_from(e: &SandboxError) -> Report {
+    match e {
+        SandboxError::Cgroup {
+            action,
+            path,
+            source,
+        } => failed(
+            Step::Cgroup,
+            format!("({action} {})", path.display()),
+            source,
+        ),
+        SandboxError::WithCleanup { first, .. } => failed_from(first),
+        other => Report::Failed {
+            step: other.step().unwrap_or(Step::Cgroup),
+            what: String::new(),
+            errno: 0,
+            message: other.to_string(),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Daemon side
+
+/// What existed in run_dir before this launch (cleanup removes only what launch created).
+struct Before {
+    run_dir: bool,
+    console: bool,
+}
+
+/// Launches an instance and returns once its PID 1 runs init (builtin) or has exec'd
+/// `init_argv`. Blocking (a few ms): call it from `spawn_blocking`, never from async code.
+///
+/// The caller becomes the parent of PID 1 (CLONE_PARENT): it must reap it — `try_reap` after
+/// the pidfd from `open_pidfd` turns readable, or `stop`. On any failure nothing is left:
+/// no process, no cgroup, no mount (they only ever existed in the dead PID 1's namespace), and
+/// nothing in run_dir that launch created.
+pub fn launch(exe: &Path, spec: &LaunchSpec) -> Result<Running, SandboxError> {
+    let t0 = Instant::now();
+    spec.validate()?;
+    let cg = cgroup::layout()?.paths(&spec.instance_id);
+    if !cgroup::pids(&cg).unwrap_or_default().is_empty() {
+        return Err(SandboxError::CgroupBusy { path: cg.procs_dir });
+    }
+    let before = Before {
+        run_dir: spec.run_dir.exists(),
+        console: spec.console_log().exists(),
+    };
+    let input = LauncherInput {
+        spec: spec.clone(),
+        builtin_init: Path::new(&spec.init_argv[0]) == exe,
+    };
+    let json = serde_json::to_vec(&input).expect("launch spec serializes");
+
+    let lerr = |what| move |source| SandboxError::Launcher { what, source };
+    let mut child = Command::new(exe)
+        .arg(LAUNCH_ARG)
+        // Not read by the launcher: room in the argv area for PID 1's cmdline (see set_cmdline).
+        .args(&spec.init_argv[1..])
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(lerr("spawn"))?;
+    // The launcher reads all of stdin before anything else; a write error means it died, which
+    // the missing report below shows.
+    let _ = child.stdin.take().expect("piped stdin").write_all(&json);
+    let mut reports = Vec::new();
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    while matches!(out.read_line(&mut line), Ok(n) if n > 0) {
+        if let Ok(r) = serde_json::from_str::<Report>(&line) {
+            reports.push(r);
+        }
+        line.clear();
+    }
+    let status = child.wait().map_err(lerr("wait for"))?;
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .take(4096)
+        .read_to_string(&mut stderr);
+
+    let init_pid = reports.iter().find_map(|r| match r {
+        Report::Started { init_pid } | Report::Ready { init_pid, .. } => Some(*init_pid),
+        Report::Failed { .. } => None,
+    });
+    let err = match reports.pop() {
+        Some(Report::Ready {
+            init_pid,
+            start_time,
+            cgroup,
+        }) if status.success() => {
+            tracing::debug!(instance = %spec.instance_id, init_pid, elapsed_us = t0.elapsed().as_micros() as u64, "instance launched");
+            return Ok(Running {
+                instance_id: spec.instance_id.clone(),
+                init_pid,
+                start_time,
+                cgroup,
+                run_dir: spec.run_dir.clone(),
+            });
+        }
+        Some(Report::Failed {
+            step,
+            what,
+            errno,
+            message,
+        }) => SandboxError::Setup {
+            step,
+            what,
+            source: if errno > 0 {
+                io::Error::from_raw_os_error(errno)
+            } else {
+                io::Error::other(message)
+            },
+        },
+        _ => {
+            let stderr = stderr.trim();
+            SandboxError::LauncherDied {
+                status: status.to_string(),
+                stderr: if stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {stderr}")
+                },
+            }
+        }
+    };
+    match cleanup_failed(spec, &cg, init_pid, &before) {
+        Ok(()) => Err(err),
+        Err(c) => Err(SandboxError::with_cleanup(err, c)),
+    }
+}
+
+fn cleanup_failed(
+    spec: &LaunchSpec,
+    cg: &CgroupPaths,
+    init_pid: Option<i32>,
+    before: &Before,
+) -> Result<(), SandboxError> {
+    if let Some(pid) = init_pid {
+        // Our child thanks to CLONE_PARENT, so the pid cannot have been reused: kill and reap.
+        let _ = sys::kill(pid, libc::SIGKILL);
+        let _ = sys::wait_pid(pid, true);
+    }
+    cgroup::destroy(cg, Duration::from_secs(5))?;
+    let rm = |p: PathBuf, dir: bool| {
+        let r = if dir {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        match r {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(SandboxError::Cleanup { path: p, source: e })
+            }
+            _ => Ok(()),
+        }
+    };
+    if !before.run_dir {
+        return rm(spec.run_dir.clone(), true);
+    }
+    remove_runtime_files(&spec.run_dir)?;
+    if !before.console {
+        rm(spec.console_log(), false)?;
+    }
+    Ok(())
+}
+
+/// Removes `rootfs/` and `init.json` from a run_dir (console.log stays).
+pub(crate) fn remove_runtime_files(run_dir: &Path) -> Result<(), SandboxError> {
+    for (name, dir) in [("rootfs", true), (INIT_STATE, false)] {
+        let p = run_dir.join(name);
+        let r = if dir {
+            fs::remove_dir(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        match r {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(SandboxError::Cleanup { path: p, source: e });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// (init pid, start time) recorded by the launcher in run_dir/init.json.
+pub(crate) fn read_init_state(run_dir: &Path) -> Option<(i32, u64)> {
+    let s: InitState = serde_json::from_slice(&fs::read(run_dir.join(INIT_STATE)).ok()?).ok()?;
+    Some((s.init_pid, s.start_time))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `__launch` helper
+
+fn emit(r: &Report) {
+    let mut line = serde_json::to_vec(r).expect("report serializes");
+    line.push(b'\n');
+    let _ = sys::write_all_fd(1, &line);
+}
+
+/// Body of the hidden `__launch` mode: reads a `LauncherInput` from stdin, launches, reports
+/// on stdout, exits. In PID 1 (when `init_argv[0]` is the launcher's own binary) it calls
+/// `init_entry(&init_argv)` instead of exec'ing — `init_entry` is the same function `main.rs`
+/// uses for the `__init` mode, so PID 1 runs init from the host binary with the host's
+/// libraries whatever the AMI contains.
+pub fn launcher_main(init_entry: fn(&[String]) -> !) -> ! {
+    // L1: a clean process: no inherited descriptors beyond stdio, default signal handling.
+    let _ = sys::close_fds_except(&[]);
+    sys::reset_signals();
+    let mut buf = Vec::new();
+    let input: LauncherInput = match io::stdin().lock().read_to_end(&mut buf).and_then(|_| {
+        serde_json::from_slice(&buf).map_err(|e| io::Error::new(ErrorKind::InvalidData, e))
+    }) {
+        Ok(i) => i,
+        Err(e) => {
+            emit(&failed(Step::ReadSpec, "stdin", &e));
+            std::process::exit(1)
+        }
+    };
+    match run_launcher(&input, init_entry) {
+        Ok(ready) => {
+            emit(&ready);
+            std::process::exit(0)
+        }
+        Err(f) => {
+            emit(&f);
+            std::process::exit(1)
+        }
+    }
+}
+
+fn run_launcher(input: &LauncherInput, init_entry: fn(&[String]) -> !) -> Result<Report, Report> {
+    let spec = &input.spec;
+    if let Err(e) = spec.validate() {
+        return Err(Report::Failed {
+            step: Step::ReadSpec,
+            what: String::new(),
+            errno: libc::EINVAL,
+            message: e.to_string(),
+        });
+    }
+
+    // L2: directories on the host.
+    let dir = |step, p: &Path| {
+        fs::create_dir_all(p).map_err(|e| failed(step, p.display().to_string(), &e))
+    };
+    dir(Step::RunDir, &spec.run_dir)?;
+    fs::set_permissions(&spec.run_dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| failed(Step::RunDir, spec.run_dir.display().to_string(), &e))?;
+    dir(Step::VolumeDir, &spec.upper_dir())?;
+    dir(Step::VolumeDir, &spec.work_dir())?;
+    dir(Step::RunDir, &spec.rootfs())?;
+    // One instance per root volume: overlayfs does not refuse a second mount of the same
+    // upper dir, so PID 1 holds an flock on the volume for its whole life.
+    let lock = lock_volume(&spec.volume_dir)?;
+
+    // L3: the console log, opened here so PID 1 writes to a host file it cannot name.
+    let console_path = spec.run_dir.join(CONSOLE_LOG);
+    let console = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&console_path)
+        .map_err(|e| failed(Step::ConsoleLog, console_path.display().to_string(), &e))?;
+
+    // L4: cgroup with limits; join it so PID 1 (and all it forks) is born inside.
+    let cg = cgroup::create(&spec.instance_id, &spec.limits).map_err(|e| failed_from(&e))?;
+    cgroup::join(&cg, sys::getpid()).map_err(|e| failed_from(&e))?;
+
+    // L5: PID 1 in new namespaces, child of our parent (the daemon).
+    let (report_rd, report_wr) =
+        sys::pipe_cloexec().map_err(|e| failed(Step::Clone, "report pipe", &e))?;
+    let flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_PARENT
+        | libc::CLONE_PIDFD;
+    // CLONE_PARENT requires exit_signal 0; the child inherits ours (SIGCHLD to the daemon).
+    let (pid, pidfd) = match sys::clone3(flags as u64, 0) {
+        Err(e) => return Err(failed(Step::Clone, "", &e)),
+        Ok(Fork::Child) => {
+            drop(report_rd);
+            pid1(input, console, lock, report_wr, init_entry)
+        }
+        Ok(Fork::Parent { pid, pidfd }) => (pid, pidfd.expect("CLONE_PIDFD gives a pidfd")),
+    };
+    emit(&Report::Started { init_pid: pid });
+    drop(report_wr);
+    drop(console);
+    drop(lock);
+
+    // L6: EOF without a message = PID 1 runs init.
+    let mut msg = Vec::new();
+    let read = File::from(report_rd).read_to_end(&mut msg);
+    if read.is_ok() && msg.is_empty() {
+        let start_time = process::start_time(pid)
+            .map_err(|e| failed(Step::Report, format!("/proc/{pid}/stat"), &e))?;
+        let state = InitState {
+            instance_id: spec.instance_id.clone(),
+            init_pid: pid,
+            start_time,
+        };
+        let tmp = spec.run_dir.join(".init.json.tmp");
+        // Runtime state: no fsync (it means nothing after a host crash, when PID 1 is gone too).
+        fs::write(&tmp, serde_json::to_vec(&state).expect("state serializes"))
+            .and_then(|_| fs::rename(&tmp, spec.run_dir.join(INIT_STATE)))
+            .map_err(|e| {
+                failed(
+                    Step::Report,
+                    spec.run_dir.join(INIT_STATE).display().to_string(),
+                    &e,
+                )
+            })?;
+        return Ok(Report::Ready {
+            init_pid: pid,
+            start_time,
+            cgroup: cg,
+        });
+    }
+    let report = match (read, serde_json::from_slice::<ChildFailure>(&msg)) {
+        (_, Ok(f)) => Report::Failed {
+            step: f.step,
+            what: f.what,
+            errno: f.errno,
+            message: f.message,
+        },
+        (Err(e), _) => failed(Step::Report, "report pipe", &e),
+        (Ok(_), Err(e)) => Report::Failed {
+            step: Step::Report,
+            what: "report pipe".into(),
+            errno: 0,
+            message: format!("garbled report: {e}"),
+        },
+    };
+    // PID 1 exits by itself after reporting; make sure, and wait so its namespaces are gone
+    // before the daemon removes the cgroup. The daemon reaps it.
+    let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+    let _ = sys::poll_readable(pidfd.as_fd(), Some(Duration::from_secs(5)));
+    Err(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// PID 1, before it becomes init
+
+/// `volume_dir/.ec2lab-lock`, flock'ed exclusively; EBUSY when another instance holds it.
+fn lock_volume(volume_dir: &Path) -> Result<OwnedFd, Report> {
+    let p = volume_dir.join(".ec2lab-lock");
+    let what = || format!("{} (root volume lock)", p.display());
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&p)
+        .map_err(|e| failed(Step::VolumeDir, what(), &e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        let e = if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            io::Error::from_raw_os_error(libc::EBUSY)
+        } else {
+            e
+        };
+        return Err(failed(Step::VolumeDir, what(), &e));
+    }
+    Ok(OwnedFd::from(f))
+}
+
+fn pid1(
+    input: &LauncherInput,
+    console: File,
+    lock: OwnedFd,
+    report: OwnedFd,
+    init_entry: fn(&[String]) -> !,
+) -> ! {
+    let report_failure = |(step, what, e): OpError| -> ! {
+        let f = ChildFailure {
+            step,
+            what,
+            errno: e.raw_os_error().unwrap_or(0),
+            message: e.to_string(),
+        };
+        let _ = sys::write_all_fd(
+            report.as_raw_fd(),
+            &serde_json::to_vec(&f).unwrap_or_default(),
+        );
+        sys::exit_now(1)
+    };
+    if let Err(f) = pid1_setup(input, console, &lock, &report) {
+        report_failure(f)
+    }
+    let argv = &input.spec.init_argv;
+    if input.builtin_init {
+        // P10: builtin init. Block init's signals first: a SIGTERM that `stop` sends right after
+        // `launch` returns must stay pending for init's signalfd, not be dropped (a namespace's
+        // PID 1 discards signals it has no handler for). Closing the pipe tells the launcher.
+        let _ = sys::sigprocmask(
+            libc::SIG_BLOCK,
+            &sys::sigset(&super::init::handled_signals()),
+        );
+        drop(report);
+        init_entry(argv)
+    }
+    // P10: exec init_argv inside the instance; success closes the pipe (close-on-exec). The
+    // volume lock must outlive the exec.
+    let _ = sys::set_cloexec(lock.as_raw_fd(), false);
+    let err = exec_init(argv);
+    report_failure((Step::ExecInit, argv[0].clone(), err))
+}
+
+fn pid1_setup(
+    input: &LauncherInput,
+    console: File,
+    lock: &OwnedFd,
+    report: &OwnedFd,
+) -> Result<(), OpError> {
+    let spec = &input.spec;
+    let err = |step: Step, what: &str| {
+        let what = what.to_string();
+        move |e: io::Error| (step, what, e)
+    };
+
+    // P1: stdio. The console log (a host file opened by the launcher) is stdout and stderr.
+    let devnull =
+        sys::open(c"/dev/null", libc::O_RDWR, 0).map_err(err(Step::Stdio, "/dev/null"))?;
+    sys::dup2(devnull.as_raw_fd(), 0).map_err(err(Step::Stdio, "stdin"))?;
+    sys::dup2(console.as_raw_fd(), 1).map_err(err(Step::Stdio, "stdout"))?;
+    sys::dup2(console.as_raw_fd(), 2).map_err(err(Step::Stdio, "stderr"))?;
+    drop(devnull);
+    drop(console);
+    sys::umask(0);
+
+    // P2: the filesystem (see mounts.rs for the order).
+    let rootfs = spec.rootfs();
+    mounts::apply(&rootfs, &mounts::plan(spec))?;
+
+    // P3: hostname (UTS namespace).
+    sys::sethostname(&spec.hostname).map_err(err(Step::Hostname, &spec.hostname))?;
+
+    // P4: loopback up, extra /32s (network namespace).
+    netns::setup_loopback(&spec.lo_addrs).map_err(|(what, e)| (Step::Loopback, what, e))?;
+
+    // P5: the OOM killer should pick the process that overran the limit, never init. Needs
+    // CAP_SYS_RESOURCE; a host root without it (containers, this lab VM) just skips it.
+    match fs::write("/proc/self/oom_score_adj", "-1000") {
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+            return Err((Step::OomScore, "-1000".into(), e));
+        }
+        _ => {}
+    }
+    let last_cap = caps::last_cap();
+
+    // P6: switch root.
+    mounts::pivot(&rootfs)?;
+
+    // P7: /proc/1/cmdline shows init_argv rather than the launcher's argv.
+    if input.builtin_init {
+        set_cmdline(&spec.init_argv);
+    }
+
+    // P8: capabilities. no_new_privs stays off so setuid programs (sudo) work.
+    sys::umask(0o022);
+    caps::drop_to_instance_set(last_cap).map_err(err(Step::DropCaps, "bounding set"))?;
+    // Not dumpable: root inside cannot ptrace init nor open its /proc/1/fd (the console log
+    // and volume lock are host files). exec resets this for an exec'd init.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(err(Step::DropCaps, "dumpable"))?;
+
+    // P9: nothing from the host but stdio, the volume lock and the report pipe.
+    sys::close_fds_except(&[lock.as_raw_fd(), report.as_raw_fd()])
+        .map_err(err(Step::CloseFds, ">= 3"))?;
+    Ok(())
+}
+
+/// Rewrites our argv area in place so `/proc/1/cmdline` (and `ps`) show `init_argv`, not the
+/// launcher's argv. `launch` passes `init_argv[1..]` as extra launcher arguments, so the area
+/// is always large enough for the builtin case; the rest is padded with NULs. (PR_SET_MM would
+/// need CAP_SYS_RESOURCE, which some hosts' roots — this lab VM's included — do not have.)
+fn set_cmdline(argv: &[String]) {
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    // rest starts at field 3; arg_start and arg_end are fields 48 and 49.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        f.get(45).map(|s| s.parse::<usize>()),
+        f.get(46).map(|s| s.parse::<usize>()),
+    ) else {
+        return;
+    };
+    let mut new = Vec::new();
+    for a in argv {
+        new.extend_from_slice(a.as_bytes());
+        new.push(0);
+    }
+    if start == 0 || end <= start || new.len() > end - start {
+        return;
+    }
+    new.resize(end - start, 0);
+    // SAFETY: [arg_start, arg_end) is this process's own argument block on its initial stack,
+    // mapped read-write for its whole life. Nothing in this single-threaded process reads it
+    // any more (the launcher parsed its arguments long ago; init gets `argv` as owned
+    // Strings), and we write exactly its length.
+    unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), start as *mut u8, new.len()) };
+}
+
+fn exec_init(argv: &[String]) -> io::Error {
+    let cargs: Result<Vec<_>, _> = argv.iter().map(sys::cstring).collect();
+    let env: Result<Vec<_>, _> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            sys::cstring(kv)
+        })
+        .collect();
+    match (cargs, env) {
+        (Ok(a), Ok(e)) => {
+            sys::reset_signals();
+            sys::execve(&a[0], &a, &e)
+        }
+        (Err(e), _) | (_, Err(e)) => e,
+    }
+}
