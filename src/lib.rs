@@ -26,6 +26,7 @@ pub mod api;
 pub mod cli;
 pub mod cloud;
 pub mod datadir;
+pub mod gateway;
 pub mod imds;
 pub mod keys;
 pub mod ratelimit;

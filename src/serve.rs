@@ -84,6 +84,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             region: args.region.clone(),
             account_id: ACCOUNT_ID.to_string(),
             endpoint: endpoint.clone(),
+            public_cidr: args.public_cidr,
         };
         let cloud = Arc::new(Cloud::open(cfg, store).map_err(|e| anyhow::anyhow!("{e}"))?);
         // The built-in AMI, made without any download on first start.

@@ -262,6 +262,14 @@ pub fn decode_user_data(b64: &str) -> Result<Vec<u8>, AwsError> {
     Ok(raw)
 }
 
+/// Public IPs held by instances (stopped and terminated instances hold none).
+fn public_ips_in_use(instances: &[Instance]) -> Vec<String> {
+    instances
+        .iter()
+        .filter_map(|i| i.public_ip.clone())
+        .collect()
+}
+
 fn user_reason(what: &str) -> String {
     let t = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
@@ -416,12 +424,15 @@ impl Cloud {
                 .filter(|i| i.state != State::Terminated)
                 .map(|i| i.private_ip.clone())
                 .collect();
+            let mut public_used = public_ips_in_use(&st.instances);
             for idx in 0..count {
                 let private_ip = match &req.private_ip {
                     Some(ip) => network::claim_ip(&subnet, ip, &used)?,
                     None => network::next_ip(&subnet, &used)?,
                 };
                 used.push(private_ip.clone());
+                let public_ip = network::next_public_ip(&self.cfg.public_cidr, &public_used)?;
+                public_used.push(public_ip.clone());
                 created.push(Instance {
                     id: ids::new_id("i"),
                     reservation_id: reservation_id.clone(),
@@ -436,7 +447,7 @@ impl Cloud {
                     subnet_id: subnet.id.clone(),
                     vpc_id: net.vpc_id.clone(),
                     private_ip,
-                    public_ip: None,
+                    public_ip: Some(public_ip),
                     launch_time: launch_time.clone(),
                     ami_launch_index: idx,
                     tags: instance_tags.clone(),
@@ -704,13 +715,14 @@ impl Cloud {
                 )));
             }
         }
-        let to_start: Vec<Instance> = insts
+        let start_ids: Vec<String> = insts
             .iter()
             .filter(|i| i.state == State::Stopped)
-            .cloned()
+            .map(|i| i.id.clone())
             .collect();
-        let start_ids: Vec<String> = to_start.iter().map(|i| i.id.clone()).collect();
         self.set_states(&start_ids, State::Pending, None, "")?;
+        // A new auto-assigned public IP on every start, as on AWS.
+        let to_start = self.assign_public_ips(&start_ids)?;
         let mut failed = Vec::new();
         for i in &to_start {
             let result = self.image_for_boot(i).and_then(|img| {
@@ -968,6 +980,31 @@ impl Cloud {
     pub fn console_output(&self, id: &str) -> Result<Vec<u8>, AwsError> {
         let inst = self.instance(id)?;
         Ok(self.host().console(&inst.id))
+    }
+
+    /// Gives each instance without a public IP a fresh one from the pool (one transaction).
+    fn assign_public_ips(&self, ids_to_set: &[String]) -> Result<Vec<Instance>, AwsError> {
+        let mut st = self.state();
+        let mut used = public_ips_in_use(&st.instances);
+        let mut changes = Vec::new();
+        let mut updated = Vec::new();
+        for i in st.instances.iter().filter(|i| ids_to_set.contains(&i.id)) {
+            let mut n = i.clone();
+            if n.public_ip.is_none() {
+                let ip = network::next_public_ip(&self.cfg.public_cidr, &used)?;
+                used.push(ip.clone());
+                n.public_ip = Some(ip);
+            }
+            changes.push(Change::put(KIND, &n.id, None, &n)?);
+            updated.push(n);
+        }
+        self.store().apply(&changes)?;
+        for n in &updated {
+            if let Some(slot) = st.instances.iter_mut().find(|i| i.id == n.id) {
+                *slot = n.clone();
+            }
+        }
+        Ok(updated)
     }
 
     pub(crate) fn network(&self) -> Network {

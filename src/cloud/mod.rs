@@ -35,6 +35,8 @@ pub struct CloudConfig {
     pub account_id: String,
     /// The API endpoint URL, as clients reach it (`http://127.0.0.1:8773`).
     pub endpoint: String,
+    /// Pool of public (and later Elastic) IPs, inside 127.0.0.0/8.
+    pub public_cidr: ipnet::Ipv4Net,
 }
 
 /// The live state, loaded from the store at start.

@@ -105,6 +105,23 @@ pub fn next_ip(subnet: &Subnet, used: &[String]) -> Result<String, AwsError> {
     ))
 }
 
+/// A free public address from the lab's pool (`--public-cidr`), lowest first; the pool's
+/// network and broadcast addresses are skipped.
+pub fn next_public_ip(pool: &Ipv4Net, used: &[String]) -> Result<String, AwsError> {
+    let first = u32::from(pool.network()) + 1;
+    let last = u32::from(pool.broadcast()).saturating_sub(1);
+    for n in first..=last {
+        let ip = Ipv4Addr::from(n).to_string();
+        if !used.contains(&ip) {
+            return Ok(ip);
+        }
+    }
+    Err(AwsError::new(
+        "AddressLimitExceeded",
+        format!("The lab's public address pool {pool} is exhausted (serve --public-cidr)."),
+    ))
+}
+
 /// Checks a requested private IP: inside the subnet, not reserved, not taken.
 pub fn claim_ip(subnet: &Subnet, ip: &str, used: &[String]) -> Result<String, AwsError> {
     let net: Ipv4Net = subnet.cidr.parse().expect("valid subnet cidr");

@@ -8,7 +8,8 @@
 //! 169.254.169.254:80 inside its network namespace and serve IMDS there → watch PID 1's pidfd.
 //!
 //! ```text
-//! DIR/volumes/<id>/   root volume: upper/ work/ (overlay), console.prev (console across restarts)
+//! DIR/volumes/<id>/   root volume: upper/ work/ (overlay), host_keys/ (the gateway's copy),
+//!                     console.prev (console output across daemon restarts)
 //! DIR/run/<id>/       runtime: console.log, init.json, rootfs mount point
 //! ```
 
@@ -72,6 +73,11 @@ impl Runtime {
 
     pub fn volume_dir(&self, id: &str) -> PathBuf {
         self.data_dir.join("volumes").join(id)
+    }
+
+    /// The instance's SSH host keys as the gateway reads them (not inside the instance).
+    pub fn host_key_dir(&self, id: &str) -> PathBuf {
+        self.volume_dir(id).join("host_keys")
     }
 
     pub fn run_dir(&self, id: &str) -> PathBuf {
