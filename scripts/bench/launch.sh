@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Launch benchmark, one run: RunInstances → first successful `ec2lab exec i-… true` (p50/p95
-# over N launches) beside bwrap and crun starting the same root filesystem (lab-linux's), then
+# over N launches) beside bwrap and crun (or runc, where crun refuses the host) starting the same root filesystem (lab-linux's), then
 # density: D idle t2.nano instances, their time and memory.
 #   sudo scripts/bench/launch.sh [N=100] [D=500]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100}; D=${2:-500}
 [ "$(id -u)" -eq 0 ] || { echo "launch.sh: needs root" >&2; exit 1; }
-for t in bwrap:bubblewrap crun:crun; do
+for t in bwrap:bubblewrap crun:crun runc:runc; do
   command -v "${t%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${t##*:}" >/dev/null
 done
 cargo build --release -q

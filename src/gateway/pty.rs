@@ -149,20 +149,13 @@ pub struct Master {
 
 impl Master {
     pub fn new(fd: OwnedFd) -> io::Result<Master> {
-        Ok(Master {
-            fd: AsyncFd::new(fd)?,
-        })
+        // SAFETY: an OwnedFd keeps the same open descriptor for as long as the AsyncFd owns it.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(Master { fd })
     }
 
     pub fn raw(&self) -> RawFd {
         self.fd.get_ref().as_raw_fd()
-    }
-
-    /// Reads what is available now without waiting (Ok(0) at EOF or when nothing is there).
-    pub fn read_now(&self, buf: &mut [u8]) -> usize {
-        // SAFETY: reading into our buffer.
-        let n = unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) };
-        n.max(0) as usize
     }
 }
 

@@ -103,10 +103,13 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
-        // WAL keeps readers off the writer's lock; FULL makes every acknowledged change durable.
+        // WAL keeps readers off the writer's lock. With synchronous=NORMAL a committed change is
+        // in the WAL file before the API answers, so it survives the daemon crashing or being
+        // killed; only a power cut of the host can lose the last commits (an fsync per change
+        // would cost more than the launch of an instance).
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;

@@ -1,0 +1,200 @@
+//! The SSH gateway with real OpenSSH clients: exec and exit codes, stdin, host keys, refusals,
+//! keys added inside the instance, interactive sessions through a PTY.
+
+mod ssh_common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ssh_common::*;
+
+#[test]
+fn exec_exit_codes_stdin_and_stderr() {
+    let Some(lab) = Lab::start(&["ssh"]) else {
+        return;
+    };
+    let key = lab.key("k", "ed25519");
+    let t = &lab.launch("k", 1)[0];
+
+    let out = lab.ssh_run(t, &key, "ec2-user", "id -un; echo err >&2; pwd", b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ec2-user\n/home/ec2-user\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    for code in [0, 3, 255] {
+        let out = lab.ssh_run(t, &key, "ec2-user", &format!("exit {code}"), b"");
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+    }
+    // A signal death: OpenSSH reports exit-signal as 255 and sshd-style status as 128+n.
+    let out = lab.ssh_run(t, &key, "ec2-user", "kill -TERM $$", b"");
+    assert!(
+        matches!(out.status.code(), Some(255) | Some(143)),
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+
+    // stdin piping, EOF, and output larger than the window.
+    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let out = lab.ssh_run(t, &key, "ec2-user", "cat", &input);
+    assert!(out.status.success());
+    assert!(out.stdout == input, "cat returned {} bytes", out.stdout.len());
+    let out = lab.ssh_run(t, &key, "ec2-user", "wc -c", b"hello");
+    assert_eq!(text(&out.stdout).trim(), "5");
+
+    // Login environment and LANG passing.
+    let out = run_with_input(
+        &mut lab.ssh(t, &key, "ec2-user", &["-o", "SetEnv=LANG=C.UTF-8 FOO=bar", "echo $HOME $USER $SHELL $LANG ${FOO:-unset}; echo $SSH_CONNECTION"]),
+        b"",
+    );
+    let s = text(&out.stdout);
+    assert!(s.starts_with("/home/ec2-user ec2-user /bin/bash C.UTF-8 unset\n"), "{s}");
+    assert!(s.contains(&format!(" {} {}", t.ip, t.port)), "{s}");
+}
+
+#[test]
+fn host_key_matches_console_and_root_is_refused() {
+    let Some(lab) = Lab::start(&["ssh", "ssh-keyscan", "ssh-keygen"]) else {
+        return;
+    };
+    let key = lab.key("k", "ed25519");
+    let t = &lab.launch("k", 1)[0];
+
+    // The host keys the gateway presents are the instance's, as printed on its console.
+    let console = lab.d.wait_console(&t.id, "END SSH HOST KEY KEYS");
+    let mut presented = Vec::new();
+    for kind in ["ed25519", "ecdsa"] {
+        let scan = run_ok(Command::new("ssh-keyscan").args([
+            "-t",
+            kind,
+            "-p",
+            &t.port.to_string(),
+            &t.ip,
+        ]));
+        let f = lab.path(&format!("scan-{kind}"));
+        std::fs::write(&f, &scan).unwrap();
+        let fp = run_ok(Command::new("ssh-keygen").arg("-lf").arg(&f));
+        presented.push(fp.split_whitespace().nth(1).unwrap().to_string());
+    }
+    assert_eq!(presented, lab.host_fingerprints(&t.id));
+    for fp in &presented {
+        assert!(console.contains(fp.as_str()), "console lacks {fp}:\n{console}");
+    }
+
+    // root: the key's forced command prints the EC2 message and ends (after its sleep 10).
+    let t0 = Instant::now();
+    let out = lab.ssh_run(t, &key, "root", "id", b"");
+    let s = text(&out.stdout);
+    assert!(
+        s.contains(r#"Please login as the user "ec2-user" rather than the user "root"."#),
+        "{s} {}",
+        text(&out.stderr)
+    );
+    assert!(!s.contains("uid=0"), "{s}");
+    assert_eq!(out.status.code(), Some(142));
+    assert!(t0.elapsed() < Duration::from_secs(30));
+
+    // No port forwarding for root's key.
+    let out = run_with_input(
+        &mut lab.ssh(t, &key, "root", &["-o", "ExitOnForwardFailure=yes", "-N", "-W", "127.0.0.1:22"]),
+        b"",
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn unknown_key_refused_then_authorized_inside_instance() {
+    let Some(lab) = Lab::start(&["ssh", "ssh-keygen"]) else {
+        return;
+    };
+    let _key = lab.key("k", "ed25519");
+    let t = &lab.launch("k", 1)[0];
+    let other = lab.path("other");
+    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"]).arg(&other));
+
+    let t0 = Instant::now();
+    let out = lab.ssh_run(t, &other, "ec2-user", "true", b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("Permission denied (publickey)"), "{}", text(&out.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(3), "rejection took {:?}", t0.elapsed());
+
+    // Unknown user with a valid key.
+    let out = lab.ssh_run(t, &_key, "nobody-here", "true", b"");
+    assert_eq!(out.status.code(), Some(255));
+
+    // Append the RSA key inside the instance: it works (rsa-sha2-512), then remove it again.
+    let pubkey = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    lab.d.exec_ok(&t.id, None, &format!("echo '{}' >> ~/.ssh/authorized_keys", pubkey.trim()));
+    let out = lab.ssh_run(t, &other, "ec2-user", "echo in", b"");
+    assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+    lab.d.exec_ok(&t.id, None, "sed -i '$d' ~/.ssh/authorized_keys");
+    let out = lab.ssh_run(t, &other, "ec2-user", "echo in", b"");
+    assert_eq!(out.status.code(), Some(255));
+
+    // A symlink planted inside the instance resolves inside it, never on the host: point
+    // authorized_keys at a host file that authorizes `other`; it must stay refused.
+    let host_file = lab.path("host-authorized");
+    std::fs::write(&host_file, &pubkey).unwrap();
+    lab.d.exec_ok(
+        &t.id,
+        None,
+        &format!("ln -sf ../../../..{} ~/.ssh/authorized_keys", host_file.display()),
+    );
+    let out = lab.ssh_run(t, &other, "ec2-user", "echo in", b"");
+    assert_eq!(out.status.code(), Some(255), "symlink escaped the instance");
+}
+
+#[test]
+fn interactive_pty_session_with_resize() {
+    let Some(lab) = Lab::start(&["ssh", "python3"]) else {
+        return;
+    };
+    let key = lab.key("k", "ed25519");
+    let t = &lab.launch("k", 1)[0];
+    // python drives `ssh -tt` through a real PTY: stty size, resize, stty size again, exit 7.
+    let script = r#"
+import os, pty, sys, time, fcntl, termios, struct, select
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], argv)
+def setsize(rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack('HHHH', rows, cols, 0, 0))
+    os.kill(pid, 28)
+setsize(30, 100)
+out = b''
+def read_until(needle, t=20):
+    global out
+    end = time.time() + t
+    while needle not in out and time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                break
+    return needle in out
+assert read_until(b'$ '), out
+os.write(fd, b'stty size; tty\r')
+assert read_until(b'30 100'), out
+setsize(40, 132)
+time.sleep(0.5)
+os.write(fd, b'stty size\r')
+assert read_until(b'40 132'), out
+os.write(fd, b'exit 7\r')
+read_until(b'__never__', 5)
+_, st = os.waitpid(pid, 0)
+sys.stdout.write(out.decode('utf-8', 'replace'))
+sys.exit(os.waitstatus_to_exitcode(st))
+"#;
+    let py = lab.path("drive.py");
+    std::fs::write(&py, script).unwrap();
+    let ssh = lab.ssh(t, &key, "ec2-user", &["-tt"]);
+    let mut cmd = Command::new("python3");
+    cmd.arg(&py).arg("ssh").args(ssh.get_args());
+    let out = run_with_input(&mut cmd, b"");
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{s}{}", text(&out.stderr));
+    assert!(s.contains("test banner"), "{s}");
+    assert!(s.contains("/dev/pts/"), "{s}");
+}
