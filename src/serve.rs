@@ -93,6 +93,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The runtime that makes instances real; then bring back what was running before.
         let runtime = Runtime::new(PathBuf::from("/proc/self/exe"), &dd.root, tokio::runtime::Handle::current());
         runtime.attach(&cloud);
+        runtime.set_gateway(crate::gateway::Gateway::new(PathBuf::from("/proc/self/exe")), args.ssh_port);
         cloud.set_host(Arc::new(runtime.clone()));
         {
             let (cloud, runtime) = (cloud.clone(), runtime.clone());

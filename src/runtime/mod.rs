@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 pub use metadata::{InstanceMetadata, mac_of};
 
 use crate::cloud::{Cloud, Host, Image, Instance, catalog};
+use crate::gateway::{Gateway, Route};
 use crate::keys::{self, HostKeyType};
 use crate::sandbox::{self, InitExit, LaunchSpec, Limits, Running};
 use crate::userdata::BootContext;
@@ -43,6 +44,8 @@ pub const CONSOLE_TAIL: u64 = 64 * 1024;
 
 struct Live {
     running: Running,
+    /// Where the SSH gateway listens for this instance (its public IP, `--ssh-port`).
+    ssh_addr: Option<SocketAddr>,
     /// Set when the host stops it, so the watcher does not report an unexpected exit.
     stopping: Arc<AtomicBool>,
     imds_stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -53,6 +56,7 @@ pub struct Runtime {
     data_dir: PathBuf,
     handle: tokio::runtime::Handle,
     cloud: OnceLock<Weak<Cloud>>,
+    gateway: OnceLock<(Arc<Gateway>, u16)>,
     live: Mutex<HashMap<String, Live>>,
 }
 
@@ -63,12 +67,49 @@ impl Runtime {
             data_dir: data_dir.to_path_buf(),
             handle,
             cloud: OnceLock::new(),
+            gateway: OnceLock::new(),
             live: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn attach(&self, cloud: &Arc<Cloud>) {
         let _ = self.cloud.set(Arc::downgrade(cloud));
+    }
+
+    /// The SSH gateway that listens on each running instance's public IP at `ssh_port`.
+    pub fn set_gateway(&self, gateway: Arc<Gateway>, ssh_port: u16) {
+        let _ = self.gateway.set((gateway, ssh_port));
+    }
+
+    /// Starts the gateway's listener for a booted instance on its public IP.
+    fn start_ssh(
+        &self,
+        inst: &Instance,
+        image: &Image,
+        running: &Running,
+    ) -> Result<Option<SocketAddr>, String> {
+        let (Some((gw, port)), Some(ip)) = (self.gateway.get(), inst.public_ip.as_ref()) else {
+            return Ok(None);
+        };
+        let ip: Ipv4Addr = ip.parse().map_err(|e| format!("public ip {ip}: {e}"))?;
+        let addr = SocketAddr::from((ip, *port));
+        let route = Route {
+            instance_id: inst.id.clone(),
+            init_pid: running.init_pid,
+            start_time: running.start_time,
+            host_key_dir: self.host_key_dir(&inst.id),
+            banner: banner(inst, image),
+        };
+        self.handle
+            .block_on(gw.add(addr, route))
+            .map_err(|e| format!("SSH gateway on {addr}: {e}"))?;
+        Ok(Some(addr))
+    }
+
+    fn stop_ssh(&self, addr: Option<SocketAddr>) {
+        if let (Some((gw, _)), Some(addr)) = (self.gateway.get(), addr) {
+            self.handle.block_on(gw.remove(addr));
+        }
     }
 
     pub fn volume_dir(&self, id: &str) -> PathBuf {
@@ -146,17 +187,20 @@ impl Runtime {
         if marker.exists() {
             return Ok(());
         }
+        // The instance's SSH host keys: in its /etc/ssh (printed on its console), and a copy in
+        // the volume dir outside the instance's reach, which the SSH gateway presents.
         let ssh = upper.join("etc/ssh");
+        let kept = self.host_key_dir(&inst.id);
         mkdirs(&ssh, 0o755)?;
+        mkdirs(&kept, 0o700)?;
         for kind in [HostKeyType::Ed25519, HostKeyType::EcdsaP256] {
             let (private, public) = keys::generate_host_key(kind);
-            let path = ssh.join(kind.file_name());
-            write_file(&path, private.as_bytes(), 0o600)?;
-            write_file(
-                &path.with_extension("pub"),
-                format!("{public} root@{}\n", inst.hostname()).as_bytes(),
-                0o644,
-            )?;
+            let public = format!("{public} root@{}\n", inst.hostname());
+            for dir in [&ssh, &kept] {
+                let path = dir.join(kind.file_name());
+                write_file(&path, private.as_bytes(), 0o600)?;
+                write_file(&path.with_extension("pub"), public.as_bytes(), 0o644)?;
+            }
         }
         let region = self
             .cloud()
@@ -322,6 +366,7 @@ impl Runtime {
         // Clean up the sandbox's cgroup and runtime files; the instance is gone.
         let live = self.live().remove(id);
         if let Some(mut l) = live {
+            self.stop_ssh(l.ssh_addr);
             if let Some(tx) = l.imds_stop.take() {
                 let _ = tx.send(());
             }
@@ -377,11 +422,20 @@ impl Host for Arc<Runtime> {
                 return Err(e);
             }
         };
+        let ssh_addr = match self.start_ssh(inst, image, &running) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = imds.send(());
+                let _ = sandbox::stop(&running, Duration::from_secs(1));
+                return Err(e);
+            }
+        };
         let stopping = Arc::new(AtomicBool::new(false));
         self.live().insert(
             inst.id.clone(),
             Live {
                 running: running.clone(),
+                ssh_addr,
                 stopping: stopping.clone(),
                 imds_stop: Some(imds),
             },
@@ -395,6 +449,7 @@ impl Host for Arc<Runtime> {
         let live = self.live().remove(instance_id);
         let Some(mut l) = live else { return };
         l.stopping.store(true, Ordering::SeqCst);
+        self.stop_ssh(l.ssh_addr);
         if let Some(tx) = l.imds_stop.take() {
             let _ = tx.send(());
         }
@@ -429,6 +484,20 @@ impl Host for Arc<Runtime> {
             .get(instance_id)
             .is_some_and(|l| sandbox::is_alive(&l.running))
     }
+}
+
+/// The login banner: which instance this is, as a learner wants to see it.
+fn banner(inst: &Instance, image: &Image) -> String {
+    format!(
+        "\n       __|  __|_  )\n       _|  (     /    ec2lab: {name}\n      ___|\\___|___|\n\n  instance {id} ({itype}) in {zone}\n  AMI {ami} ({ami_name}), private IP {ip}\n\n",
+        name = inst.name_tag().unwrap_or("an EC2 instance in your lab"),
+        id = inst.id,
+        itype = inst.instance_type,
+        zone = inst.zone,
+        ami = image.id,
+        ami_name = image.name,
+        ip = inst.private_ip,
+    )
 }
 
 fn tail(path: &Path, n: u64) -> Vec<u8> {
