@@ -95,6 +95,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         runtime.attach(&cloud);
         runtime.set_gateway(crate::gateway::Gateway::new(PathBuf::from("/proc/self/exe")), args.ssh_port);
         cloud.set_host(Arc::new(runtime.clone()));
+        runtime.start_network().map_err(|e| anyhow::anyhow!(e))?;
         {
             let (cloud, runtime) = (cloud.clone(), runtime.clone());
             tokio::task::spawn_blocking(move || {
@@ -128,7 +129,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("API server failed")?;
         tracing::info!("stopping instances (they boot again at the next start)");
-        tokio::task::spawn_blocking(move || runtime.stop_all()).await?;
+        tokio::task::spawn_blocking(move || {
+            runtime.stop_all();
+            runtime.stop_network();
+        })
+        .await?;
         tracing::info!("ec2lab stopped");
         anyhow::Ok(())
     })

@@ -589,3 +589,20 @@ fn count_client_token_images_and_tags() {
         "UnsupportedOperation",
     );
 }
+
+#[test]
+fn web_server_on_port_80_inside_and_imds_together() {
+    if !prerequisites(&["aws", "curl", "busybox"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let id = &d.run_instances(&[])[0];
+    // A server on 0.0.0.0:80 inside (Apache's and python's default) must not clash with IMDS.
+    let out = d.exec_ok(
+        id,
+        Some("root"),
+        "mkdir -p /srv/www && echo hello-web > /srv/www/index.html && busybox httpd -p 80 -h /srv/www && \
+         curl -s -m 3 http://localhost/ && curl -s -m 3 http://169.254.169.254/latest/meta-data/instance-id",
+    );
+    assert_eq!(out, format!("hello-web\n{id}"));
+}

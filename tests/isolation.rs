@@ -22,6 +22,8 @@ fn root_inside_cannot_reach_the_host() {
     );
     let host_marker = d.write_file("host-marker", "host secret");
     let api = d.api_port;
+    let v = d.aws_json(&["ec2", "describe-instances", "--instance-ids", b]);
+    let bip = v["Reservations"][0]["Instances"][0]["PrivateIpAddress"].as_str().unwrap().to_string();
     let script = format!(
         "n=$(ls /proc | grep -c '^[0-9]'); echo procs=$n; \
          test -e {hm} && echo SEE-HOST-FILE; \
@@ -29,6 +31,8 @@ fn root_inside_cannot_reach_the_host() {
          test -e /tmp/secret-b && echo SEE-OTHER-INSTANCE; \
          ps -eo args | grep -q '[m]arker-of-b' && echo SEE-OTHER-PROCESS; \
          curl -s -m 2 http://127.0.0.1:{api}/ >/dev/null && echo REACH-API; \
+         curl -s -m 2 http://169.254.169.254:{api}/ >/dev/null && echo REACH-API-VIA-ROUTER; \
+         ping -c1 -W1 {bip} >/dev/null 2>&1 && echo REACH-OTHER-INSTANCE; \
          mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; \
          date -s '2001-01-01' >/dev/null 2>&1 && echo SET-TIME; \
          (modprobe dummy || insmod /nonexistent.ko) >/dev/null 2>&1 && echo MODULE; \
@@ -38,6 +42,7 @@ fn root_inside_cannot_reach_the_host() {
          echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo PROC-SYS-WRITABLE; \
          echo end",
         hm = host_marker.display(),
+        bip = bip,
         dd = d.data_dir.display()
     );
     let out = d.exec_ok(a, Some("root"), &script);
@@ -65,7 +70,7 @@ fn root_inside_cannot_reach_the_host() {
         assert!(!out.contains(bad), "{bad}: {out}");
     }
     let nets: Vec<&str> = out.lines().skip(1).take_while(|l| *l != "end").collect();
-    assert_eq!(nets, ["lo"], "only loopback inside: {out}");
+    assert_eq!(nets, ["eth0", "lo"], "only loopback and the veth to the lab's router: {out}");
     assert!(out.ends_with("end\n"), "{out}");
 }
 

@@ -164,6 +164,81 @@ pub async fn serve(
         .await
 }
 
+/// Finds the instance behind a client address (its private IP), for the shared service.
+pub trait Resolver: Send + Sync + 'static {
+    fn resolve(&self, peer: std::net::IpAddr) -> Option<Arc<dyn MetadataSource>>;
+}
+
+/// Most connections the shared service (all instances together) holds open at once.
+pub const MAX_SHARED_CONNECTIONS: usize = 1024;
+
+/// Serves IMDS for every instance on one listener (in the lab's router namespace): each request
+/// is answered for the instance whose private IP it comes from; tokens are per instance.
+pub async fn serve_shared(
+    listener: tokio::net::TcpListener,
+    resolver: Arc<dyn Resolver>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = CappedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(MAX_SHARED_CONNECTIONS)),
+    };
+    let state = Shared {
+        resolver,
+        tokens: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
+    };
+    let app = Router::new().fallback(handle_shared).with_state(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<PeerAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// The client address of a connection on a [`CappedListener`].
+#[derive(Clone, Copy, Debug)]
+struct PeerAddr(std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CappedListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CappedListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    resolver: Arc<dyn Resolver>,
+    /// Token store per client address; an entry goes when its instance is gone.
+    tokens: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Arc<TokenStore>>>>,
+}
+
+async fn handle_shared(
+    State(shared): State<Shared>,
+    axum::extract::ConnectInfo(PeerAddr(peer)): axum::extract::ConnectInfo<PeerAddr>,
+    req: Request,
+) -> Response {
+    let ip = peer.ip();
+    let Some(source) = shared.resolver.resolve(ip) else {
+        shared
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+        return error(StatusCode::NOT_FOUND);
+    };
+    let tokens = shared
+        .tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(ip)
+        .or_default()
+        .clone();
+    handle(State(Imds { source, tokens }), req).await
+}
+
 #[derive(Clone)]
 struct Imds {
     source: Arc<dyn MetadataSource>,

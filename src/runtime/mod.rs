@@ -2,15 +2,19 @@
 //! [`Host`] for `cloud` and owns, per running instance, its sandbox, its metadata service and
 //! the watcher that notices when the instance ends by itself.
 //!
+//! At daemon start: the lab's VPC router namespace (see `sandbox::vpc`) and one metadata service
+//! on 169.254.169.254:80 in it, answering each instance by its source address.
+//!
 //! Start of an instance: (first boot) create the root volume and write the instance's own files
 //! into its upper layer — SSH host keys, hostname, hosts, machine-id → write the boot context
-//! the instance's PID 1 reads (user data, launch key) → `sandbox::launch` → bind
-//! 169.254.169.254:80 inside its network namespace and serve IMDS there → watch PID 1's pidfd.
+//! the instance's PID 1 reads (user data, launch key) → `sandbox::launch` (its `eth0` is a veth
+//! to the router) → the SSH gateway's listener on its public IP → watch PID 1's pidfd.
 //!
 //! ```text
 //! DIR/volumes/<id>/   root volume: upper/ work/ (overlay), host_keys/ (the gateway's copy),
 //!                     console.prev (console output across daemon restarts)
 //! DIR/run/<id>/       runtime: console.log, init.json, rootfs mount point
+//! DIR/vpc-router.netns the VPC router's network namespace (a bind mount; see `sandbox::vpc`)
 //! ```
 
 mod metadata;
@@ -27,9 +31,10 @@ use std::time::{Duration, Instant};
 
 pub use metadata::{InstanceMetadata, mac_of};
 
-use crate::cloud::{Cloud, Host, Image, Instance, catalog};
+use crate::cloud::{Cloud, Host, Image, Instance, InstanceState, catalog};
 use crate::gateway::{Gateway, Route};
 use crate::keys::{self, HostKeyType};
+use crate::sandbox::vpc::Router;
 use crate::sandbox::{self, InitExit, LaunchSpec, Limits, Running};
 use crate::userdata::BootContext;
 
@@ -48,7 +53,6 @@ struct Live {
     ssh_addr: Option<SocketAddr>,
     /// Set when the host stops it, so the watcher does not report an unexpected exit.
     stopping: Arc<AtomicBool>,
-    imds_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub struct Runtime {
@@ -57,6 +61,7 @@ pub struct Runtime {
     handle: tokio::runtime::Handle,
     cloud: OnceLock<Weak<Cloud>>,
     gateway: OnceLock<(Arc<Gateway>, u16)>,
+    router: OnceLock<Router>,
     live: Mutex<HashMap<String, Live>>,
 }
 
@@ -68,6 +73,7 @@ impl Runtime {
             handle,
             cloud: OnceLock::new(),
             gateway: OnceLock::new(),
+            router: OnceLock::new(),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -144,7 +150,7 @@ impl Runtime {
         if let Ok(entries) = fs::read_dir(self.data_dir.join("run")) {
             for e in entries.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
-                if !ids.contains(&id) {
+                if id.starts_with("i-") && !ids.contains(&id) {
                     ids.push(id);
                 }
             }
@@ -274,7 +280,12 @@ impl Runtime {
             volume_dir: self.volume_dir(&inst.id),
             run_dir: self.run_dir(&inst.id),
             hostname: inst.hostname(),
-            lo_addrs: vec![IMDS_ADDR, private],
+            lo_addrs: Vec::new(),
+            vpc: self.router.get().map(|r| sandbox::vpc::VpcLink {
+                router_netns: r.path.clone(),
+                address: private,
+                peer_name: sandbox::vpc::peer_name(),
+            }),
             limits: Limits {
                 memory_bytes: t.memory_mib * 1024 * 1024,
                 cpu_millicores: t.vcpus * 1000,
@@ -293,36 +304,39 @@ impl Runtime {
         self.cloud.get().and_then(Weak::upgrade)
     }
 
-    /// Serves IMDS on 169.254.169.254:80 inside the instance.
-    fn start_imds(
-        &self,
-        id: &str,
-        init_pid: i32,
-    ) -> Result<tokio::sync::oneshot::Sender<()>, String> {
-        let std_listener = sandbox::bind_in_netns(init_pid, SocketAddr::from((IMDS_ADDR, 80)))
-            .map_err(|e| format!("cannot listen on {IMDS_ADDR}:80 inside the instance: {e}"))?;
+    /// Creates (or reuses) the lab's VPC router namespace and serves the metadata service for
+    /// every instance on 169.254.169.254:80 there. Called once at daemon start.
+    pub fn start_network(self: &Arc<Self>) -> Result<(), String> {
+        let router = Router::open_or_create(&self.data_dir.join("vpc-router.netns"))
+            .map_err(|e| format!("cannot create the VPC router namespace: {e}"))?;
+        let std_listener = router
+            .bind(SocketAddr::from((IMDS_ADDR, 80)))
+            .map_err(|e| format!("cannot listen on {IMDS_ADDR}:80 in the VPC router: {e}"))?;
         std_listener
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
         let _guard = self.handle.enter();
         let listener =
             tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
-        let source = Arc::new(InstanceMetadata {
+        let resolver = Arc::new(ByPrivateIp {
             cloud: self.cloud.get().cloned().unwrap_or_default(),
-            instance_id: id.to_string(),
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let id = id.to_string();
         self.handle.spawn(async move {
-            if let Err(e) = crate::imds::serve(listener, source, async move {
-                let _ = rx.await;
-            })
-            .await
+            if let Err(e) =
+                crate::imds::serve_shared(listener, resolver, std::future::pending()).await
             {
-                tracing::warn!(instance = %id, error = %e, "metadata service ended");
+                tracing::error!(error = %e, "metadata service ended");
             }
         });
-        Ok(tx)
+        let _ = self.router.set(router);
+        Ok(())
+    }
+
+    /// Removes the router namespace (daemon shutdown, after `stop_all`).
+    pub fn stop_network(&self) {
+        if let Some(r) = self.router.get() {
+            r.remove();
+        }
     }
 
     /// Watches PID 1: when it ends without the host asking, tell the control plane.
@@ -365,11 +379,8 @@ impl Runtime {
     fn on_exit(self: &Arc<Self>, id: &str, exit: Option<InitExit>) {
         // Clean up the sandbox's cgroup and runtime files; the instance is gone.
         let live = self.live().remove(id);
-        if let Some(mut l) = live {
+        if let Some(l) = live {
             self.stop_ssh(l.ssh_addr);
-            if let Some(tx) = l.imds_stop.take() {
-                let _ = tx.send(());
-            }
             let _ = sandbox::stop(&l.running, Duration::from_secs(1));
         }
         let Some(cloud) = self.cloud() else { return };
@@ -388,6 +399,28 @@ impl Runtime {
             Some(InitExit::Poweroff) => cloud.instance_exited(id, true),
             _ => cloud.instance_exited(id, false),
         }
+    }
+}
+
+/// The metadata service's way from a client address to its instance: the running instance
+/// with that private IP (the source address of everything an instance sends to the router).
+struct ByPrivateIp {
+    cloud: Weak<Cloud>,
+}
+
+impl crate::imds::Resolver for ByPrivateIp {
+    fn resolve(&self, peer: std::net::IpAddr) -> Option<Arc<dyn crate::imds::MetadataSource>> {
+        let cloud = self.cloud.upgrade()?;
+        let ip = peer.to_string();
+        let id = cloud
+            .instances_in(&[InstanceState::Running, InstanceState::Pending])
+            .into_iter()
+            .find(|i| i.private_ip == ip)?
+            .id;
+        Some(Arc::new(InstanceMetadata {
+            cloud: Arc::downgrade(&cloud),
+            instance_id: id,
+        }))
     }
 }
 
@@ -415,17 +448,9 @@ impl Host for Arc<Runtime> {
                 return Err(e);
             }
         };
-        let imds = match self.start_imds(&inst.id, running.init_pid) {
-            Ok(tx) => tx,
-            Err(e) => {
-                let _ = sandbox::stop(&running, Duration::from_secs(1));
-                return Err(e);
-            }
-        };
         let ssh_addr = match self.start_ssh(inst, image, &running) {
             Ok(a) => a,
             Err(e) => {
-                let _ = imds.send(());
                 let _ = sandbox::stop(&running, Duration::from_secs(1));
                 return Err(e);
             }
@@ -437,7 +462,6 @@ impl Host for Arc<Runtime> {
                 running: running.clone(),
                 ssh_addr,
                 stopping: stopping.clone(),
-                imds_stop: Some(imds),
             },
         );
         self.watch(running, stopping);
@@ -447,12 +471,9 @@ impl Host for Arc<Runtime> {
 
     fn stop(&self, instance_id: &str) {
         let live = self.live().remove(instance_id);
-        let Some(mut l) = live else { return };
+        let Some(l) = live else { return };
         l.stopping.store(true, Ordering::SeqCst);
         self.stop_ssh(l.ssh_addr);
-        if let Some(tx) = l.imds_stop.take() {
-            let _ = tx.send(());
-        }
         if let Err(e) = sandbox::stop(&l.running, SHUTDOWN_GRACE + Duration::from_secs(3)) {
             tracing::error!(instance = %instance_id, error = %e, "stop did not clean up fully");
         }

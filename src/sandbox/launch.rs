@@ -524,6 +524,9 @@ fn pid1_setup(
 
     // P4: loopback up, extra /32s (network namespace).
     netns::setup_loopback(&spec.lo_addrs).map_err(|(what, e)| (Step::Loopback, what, e))?;
+    if let Some(link) = &spec.vpc {
+        super::vpc::attach(link).map_err(|(what, e)| (Step::Loopback, what, e))?;
+    }
 
     // P5: the OOM killer should pick the process that overran the limit, never init. Needs
     // CAP_SYS_RESOURCE; a host root without it (containers, this lab VM) just skips it.

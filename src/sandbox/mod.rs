@@ -74,6 +74,7 @@ mod process;
 mod pty;
 mod spec;
 mod sys;
+pub mod vpc;
 
 use std::fmt;
 use std::io;

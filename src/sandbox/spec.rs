@@ -28,6 +28,9 @@ pub struct LaunchSpec {
     pub hostname: String,
     /// Extra `/32` addresses on `lo` inside the instance (IMDS address, private IP).
     pub lo_addrs: Vec<Ipv4Addr>,
+    /// The veth to the lab's VPC router (`eth0` inside), if the instance joins one.
+    #[serde(default)]
+    pub vpc: Option<super::vpc::VpcLink>,
     /// cgroup limits from the instance type.
     pub limits: Limits,
     /// argv of the instance's PID 1. When `init_argv[0]` is the `exe` given to [`launch`], PID 1
@@ -214,6 +217,7 @@ pub(crate) fn example_spec() -> LaunchSpec {
             Ipv4Addr::new(169, 254, 169, 254),
             Ipv4Addr::new(172, 31, 5, 9),
         ],
+        vpc: None,
         limits: Limits {
             memory_bytes: 1 << 30,
             cpu_millicores: 1000,
