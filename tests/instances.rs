@@ -606,3 +606,39 @@ fn web_server_on_port_80_inside_and_imds_together() {
     );
     assert_eq!(out, format!("hello-web\n{id}"));
 }
+
+#[test]
+fn lamp_user_data_serves_the_instance_page() {
+    if !prerequisites(&["aws", "curl"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let lamp = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/userdata/lamp.sh");
+    let id = &d.run_instances(&[
+        "--placement",
+        "AvailabilityZone=ap-northeast-2b",
+        "--user-data",
+        &format!("file://{lamp}"),
+    ])[0];
+    d.wait_console(id, "SSH HOST KEY KEYS");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let out = d.exec(id, None, "curl -s -m 2 http://localhost/");
+        let page = String::from_utf8_lossy(&out.stdout).into_owned();
+        if page.contains("Instance ID") {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no page: {page}\n{}",
+            d.console(id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(page.contains(&format!("Instance ID: {id}")), "{page}");
+    assert!(
+        page.contains("Availability Zone: ap-northeast-2b"),
+        "{page}"
+    );
+    assert!(page.contains("Private IP: 172.31.16."), "{page}");
+}
