@@ -17,6 +17,9 @@ pub trait Host: Send + Sync {
     fn console(&self, instance_id: &str) -> Vec<u8>;
     /// Whether the sandbox is up.
     fn is_running(&self, instance_id: &str) -> bool;
+    /// The instance's public IP changed while it may be running (an Elastic IP came or went):
+    /// listeners on its old address move to the new one.
+    fn public_ip_changed(&self, _inst: &Instance) {}
 }
 
 /// A host that does nothing: for a control plane without a runtime (unit tests).

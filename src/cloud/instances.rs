@@ -16,8 +16,10 @@ use std::sync::Arc;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::addresses::public_ips_in_use;
 use super::images::{self, Image};
 use super::network::{self, Network};
+use super::security_groups::{self, SecurityGroup};
 use super::tags::{self, Filter, Filterable, Tag, TagSpec};
 use super::{AwsError, Cloud, catalog, ids, now_iso};
 use crate::store::Change;
@@ -113,6 +115,9 @@ pub struct Instance {
     pub groups: Vec<GroupRef>,
     pub root_volume_id: String,
     pub root_attach_time: String,
+    /// The Elastic IP on the instance (its `public_ip` is then that address).
+    #[serde(default)]
+    pub eip_allocation: Option<String>,
     /// Seconds since the epoch when it reached `terminated`.
     pub terminated_at: Option<i64>,
 }
@@ -262,12 +267,48 @@ pub fn decode_user_data(b64: &str) -> Result<Vec<u8>, AwsError> {
     Ok(raw)
 }
 
-/// Public IPs held by instances (stopped and terminated instances hold none).
-fn public_ips_in_use(instances: &[Instance]) -> Vec<String> {
-    instances
-        .iter()
-        .filter_map(|i| i.public_ip.clone())
-        .collect()
+/// The groups named by id and by name (RunInstances, ModifyInstanceAttribute); the VPC's
+/// default group when none is named.
+fn resolve_groups(
+    all: &[SecurityGroup],
+    net: &Network,
+    ids_in: &[String],
+    names: &[String],
+) -> Result<Vec<GroupRef>, AwsError> {
+    let mut out = Vec::new();
+    for id in ids_in {
+        let g = all
+            .iter()
+            .find(|g| &g.id == id)
+            .ok_or_else(|| security_groups::group_not_found(id))?;
+        out.push(GroupRef {
+            id: g.id.clone(),
+            name: g.name.clone(),
+        });
+    }
+    for name in names {
+        let g = all.iter().find(|g| &g.name == name).ok_or_else(|| {
+            AwsError::new(
+                "InvalidGroup.NotFound",
+                format!(
+                    "The security group '{name}' does not exist in default VPC '{}'",
+                    net.vpc_id
+                ),
+            )
+        })?;
+        out.push(GroupRef {
+            id: g.id.clone(),
+            name: g.name.clone(),
+        });
+    }
+    if out.is_empty() {
+        out.push(GroupRef {
+            id: net.default_sg_id.clone(),
+            name: "default".into(),
+        });
+    }
+    out.dedup();
+    Ok(out)
 }
 
 fn user_reason(what: &str) -> String {
@@ -411,8 +452,12 @@ impl Cloud {
                 req.subnet_id.as_deref(),
                 st.instances.len(),
             )?;
-            let groups =
-                self.resolve_groups(&net, &req.security_group_ids, &req.security_groups)?;
+            let groups = resolve_groups(
+                &st.security_groups,
+                &net,
+                &req.security_group_ids,
+                &req.security_groups,
+            )?;
             if count > 1 && req.private_ip.is_some() {
                 return Err(AwsError::combination(
                     "PrivateIpAddress can only be used when launching one instance.",
@@ -424,7 +469,7 @@ impl Cloud {
                 .filter(|i| i.state != State::Terminated)
                 .map(|i| i.private_ip.clone())
                 .collect();
-            let mut public_used = public_ips_in_use(&st.instances);
+            let mut public_used = public_ips_in_use(&st.instances, &st.addresses);
             for idx in 0..count {
                 let private_ip = match &req.private_ip {
                     Some(ip) => network::claim_ip(&subnet, ip, &used)?,
@@ -462,6 +507,7 @@ impl Cloud {
                     groups: groups.clone(),
                     root_volume_id: ids::new_id("vol"),
                     root_attach_time: launch_time.clone(),
+                    eip_allocation: None,
                     terminated_at: None,
                 });
             }
@@ -613,7 +659,8 @@ impl Cloud {
                 n.terminated_at = Some(now_secs());
                 n.public_ip = None;
             }
-            if state == State::Stopped {
+            // A stopped instance gives back its auto public IP but keeps an Elastic IP.
+            if state == State::Stopped && n.eip_allocation.is_none() {
                 n.public_ip = None;
             }
             changes.push(Change::put(KIND, &n.id, None, &n)?);
@@ -859,6 +906,12 @@ impl Cloud {
     fn finish_terminate(&self, id: &str) {
         self.host().stop(id);
         self.host().destroy(id);
+        // Its Elastic IP stays allocated, no longer associated.
+        if let Some(addr) = self.eip_of(id) {
+            if let Err(e) = self.detach_eip(&addr, id, false) {
+                tracing::error!(instance = %id, error = %e, "cannot disassociate the Elastic IP");
+            }
+        }
         if let Err(e) = self.set_states(&[id.to_string()], State::Terminated, None, "") {
             tracing::error!(instance = %id, error = %e, "cannot record the terminated state");
         }
@@ -956,6 +1009,12 @@ impl Cloud {
                     o => return Err(AwsError::invalid_value("DisableApiTermination", o)),
                 };
             }
+            "groupSet" => {
+                // Changing the groups works while the instance runs; the next connection obeys.
+                let wanted: Vec<String> = value.split(',').map(str::to_string).collect();
+                let st = self.state();
+                n.groups = resolve_groups(&st.security_groups, &self.network(), &wanted, &[])?;
+            }
             other => {
                 return Err(AwsError::new(
                     "InvalidParameterValue",
@@ -985,7 +1044,7 @@ impl Cloud {
     /// Gives each instance without a public IP a fresh one from the pool (one transaction).
     fn assign_public_ips(&self, ids_to_set: &[String]) -> Result<Vec<Instance>, AwsError> {
         let mut st = self.state();
-        let mut used = public_ips_in_use(&st.instances);
+        let mut used = public_ips_in_use(&st.instances, &st.addresses);
         let mut changes = Vec::new();
         let mut updated = Vec::new();
         for i in st.instances.iter().filter(|i| ids_to_set.contains(&i.id)) {
@@ -1009,45 +1068,6 @@ impl Cloud {
 
     pub(crate) fn network(&self) -> Network {
         self.network.clone()
-    }
-
-    fn resolve_groups(
-        &self,
-        net: &Network,
-        ids_in: &[String],
-        names: &[String],
-    ) -> Result<Vec<GroupRef>, AwsError> {
-        let default = GroupRef {
-            id: net.default_sg_id.clone(),
-            name: "default".into(),
-        };
-        let mut out = Vec::new();
-        for id in ids_in {
-            if *id != default.id {
-                return Err(AwsError::new(
-                    "InvalidGroup.NotFound",
-                    format!("The security group '{id}' does not exist"),
-                ));
-            }
-            out.push(default.clone());
-        }
-        for name in names {
-            if name != "default" {
-                return Err(AwsError::new(
-                    "InvalidGroup.NotFound",
-                    format!(
-                        "The security group '{name}' does not exist in default VPC '{}'",
-                        net.vpc_id
-                    ),
-                ));
-            }
-            out.push(default.clone());
-        }
-        if out.is_empty() {
-            out.push(default);
-        }
-        out.dedup();
-        Ok(out)
     }
 
     /// Instances that should be running, for the daemon's start-up reconciliation.

@@ -6,6 +6,7 @@
 //! Submodules: `error` (AWS error codes), `ids`, `tags` (tags and filters), `catalog` (zones and
 //! instance types), `keypairs`.
 
+pub mod addresses;
 pub mod catalog;
 mod error;
 pub mod host;
@@ -14,6 +15,7 @@ pub mod images;
 pub mod instances;
 pub mod keypairs;
 pub mod network;
+pub mod security_groups;
 pub mod tagging;
 pub mod tags;
 
@@ -45,6 +47,8 @@ pub struct State {
     pub key_pairs: Vec<KeyPair>,
     pub images: Vec<Image>,
     pub instances: Vec<Instance>,
+    pub security_groups: Vec<security_groups::SecurityGroup>,
+    pub addresses: Vec<addresses::Address>,
 }
 
 pub struct Cloud {
@@ -61,6 +65,8 @@ impl Cloud {
             key_pairs: store.load(keypairs::KIND)?,
             images: store.load(images::KIND)?,
             instances: store.load(instances::KIND)?,
+            security_groups: store.load(security_groups::KIND)?,
+            addresses: store.load(addresses::KIND)?,
         };
         let network = match store.meta("network")? {
             Some(json) => serde_json::from_str(&json)
@@ -71,13 +77,15 @@ impl Cloud {
                 n
             }
         };
-        Ok(Cloud {
+        let cloud = Cloud {
             cfg,
             store,
             state: Mutex::new(state),
             network,
             host: OnceLock::new(),
-        })
+        };
+        cloud.ensure_default_group()?;
+        Ok(cloud)
     }
 
     /// Plugs in the runtime that makes instances real (once, at start).

@@ -2,7 +2,7 @@
 //! read from the id's prefix (`i-`, `ami-`, `key-`), as EC2 does.
 
 use super::tags::{self, Filter, Filterable, Tag};
-use super::{AwsError, Cloud, images, instances, keypairs};
+use super::{AwsError, Cloud, images, instances, keypairs, security_groups};
 use crate::store::Change;
 
 /// One tag of one resource, as DescribeTags lists it.
@@ -33,6 +33,7 @@ fn kind_of(id: &str) -> Result<&'static str, AwsError> {
         Some("i") => Ok(instances::KIND),
         Some("ami") => Ok(images::KIND),
         Some("key") => Ok(keypairs::KIND),
+        Some("sg") => Ok(security_groups::KIND),
         _ => Err(AwsError::new(
             "InvalidID",
             format!("The ID '{id}' is not valid"),
@@ -47,6 +48,7 @@ fn missing(kind: &str, id: &str) -> AwsError {
             format!("The instance ID '{id}' does not exist"),
         ),
         images::KIND => images::not_found(id),
+        security_groups::KIND => security_groups::group_not_found(id),
         _ => AwsError::new(
             "InvalidKeyPair.NotFound",
             format!("The key pair ID '{id}' does not exist"),
@@ -70,6 +72,7 @@ impl Cloud {
         let mut new_inst = Vec::new();
         let mut new_img = Vec::new();
         let mut new_kp = Vec::new();
+        let mut new_sg = Vec::new();
         for id in resource_ids {
             let kind = kind_of(id)?;
             match kind {
@@ -95,6 +98,17 @@ impl Cloud {
                     changes.push(Change::put(kind, &r.id, Some(&r.name), &r)?);
                     new_img.push(r);
                 }
+                security_groups::KIND => {
+                    let mut r = st
+                        .security_groups
+                        .iter()
+                        .find(|r| &r.id == id)
+                        .cloned()
+                        .ok_or_else(|| missing(kind, id))?;
+                    f(&mut r.tags)?;
+                    changes.push(Change::put(kind, &r.id, Some(&r.name), &r)?);
+                    new_sg.push(r);
+                }
                 _ => {
                     let mut r = st
                         .key_pairs
@@ -116,6 +130,11 @@ impl Cloud {
         }
         for r in new_img {
             if let Some(s) = st.images.iter_mut().find(|x| x.id == r.id) {
+                *s = r;
+            }
+        }
+        for r in new_sg {
+            if let Some(s) = st.security_groups.iter_mut().find(|x| x.id == r.id) {
                 *s = r;
             }
         }
@@ -171,6 +190,9 @@ impl Cloud {
         }
         for k in &st.key_pairs {
             add(&k.id, "key-pair", &k.tags);
+        }
+        for g in &st.security_groups {
+            add(&g.id, "security-group", &g.tags);
         }
         drop(st);
         let mut out = Vec::new();

@@ -500,6 +500,28 @@ impl Host for Arc<Runtime> {
         out.split_off(start)
     }
 
+    fn public_ip_changed(&self, inst: &Instance) {
+        let (old, running) = {
+            let live = self.live();
+            match live.get(&inst.id) {
+                Some(l) => (l.ssh_addr, l.running.clone()),
+                None => return,
+            }
+        };
+        self.stop_ssh(old);
+        let image = self.cloud().and_then(|c| c.image(&inst.image_id).ok());
+        let new = match image {
+            Some(img) => self.start_ssh(inst, &img, &running).unwrap_or_else(|e| {
+                tracing::error!(instance = %inst.id, error = %e, "cannot move the SSH gateway to the new address");
+                None
+            }),
+            None => None,
+        };
+        if let Some(l) = self.live().get_mut(&inst.id) {
+            l.ssh_addr = new;
+        }
+    }
+
     fn is_running(&self, instance_id: &str) -> bool {
         self.live()
             .get(instance_id)

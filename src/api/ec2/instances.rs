@@ -331,6 +331,10 @@ pub(super) fn modify_instance_attribute(
             changes.push((attr, v.to_string()));
         }
     }
+    let groups = p.list("GroupId");
+    if !groups.is_empty() {
+        changes.push(("groupSet", groups.join(",")));
+    }
     if changes.is_empty() {
         return Err(AwsError::missing("Attribute"));
     }

@@ -2,10 +2,12 @@
 //! parameters, calls the control plane, and writes the response XML. `dispatch` is the table;
 //! the handlers live in one file per resource.
 
+mod addresses;
 mod catalog;
 mod images;
 mod instances;
 mod keypairs;
+mod security_groups;
 mod tags;
 
 use std::sync::Arc;
@@ -39,6 +41,18 @@ fn lookup(action: &str) -> Option<Handler> {
         "GetConsoleOutput" => instances::get_console_output,
         "ModifyInstanceAttribute" => instances::modify_instance_attribute,
         "DescribeInstanceAttribute" => instances::describe_instance_attribute,
+        "CreateSecurityGroup" => security_groups::create_security_group,
+        "DeleteSecurityGroup" => security_groups::delete_security_group,
+        "DescribeSecurityGroups" => security_groups::describe_security_groups,
+        "AuthorizeSecurityGroupIngress" => security_groups::authorize_ingress,
+        "AuthorizeSecurityGroupEgress" => security_groups::authorize_egress,
+        "RevokeSecurityGroupIngress" => security_groups::revoke_ingress,
+        "RevokeSecurityGroupEgress" => security_groups::revoke_egress,
+        "AllocateAddress" => addresses::allocate_address,
+        "AssociateAddress" => addresses::associate_address,
+        "DisassociateAddress" => addresses::disassociate_address,
+        "ReleaseAddress" => addresses::release_address,
+        "DescribeAddresses" => addresses::describe_addresses,
         "CreateTags" => tags::create_tags,
         "DeleteTags" => tags::delete_tags,
         "DescribeTags" => tags::describe_tags,
