@@ -13,6 +13,7 @@
 //! | `keys`     | key generation, PEM/OpenSSH/PPK codecs, AWS fingerprints |
 //! | `datadir`  | the data dir layout, lab credentials, AWS profile files |
 //! | `ratelimit`| rate limiting of log lines a client can trigger |
+//! | `front`    | listeners on public IPs: live security-group checks, TCP proxy into instances |
 //! | `runtime`  | makes instances real: volumes, host keys, sandboxes, IMDS, exit watch |
 //! | `sandbox`  | namespaces, overlay root, cgroups, PID 1, entering an instance |
 //! | `userdata` | cloud-init formats, run once per instance by PID 1 |
@@ -26,6 +27,7 @@ pub mod api;
 pub mod cli;
 pub mod cloud;
 pub mod datadir;
+pub mod front;
 pub mod gateway;
 pub mod imds;
 pub mod keys;

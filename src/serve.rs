@@ -93,6 +93,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The runtime that makes instances real; then bring back what was running before.
         let runtime = Runtime::new(PathBuf::from("/proc/self/exe"), &dd.root, tokio::runtime::Handle::current());
         runtime.attach(&cloud);
+        runtime.set_front(crate::front::Front::new(
+            tokio::runtime::Handle::current(),
+            Arc::downgrade(&cloud),
+            args.ssh_port,
+        ));
         runtime.set_gateway(crate::gateway::Gateway::new(PathBuf::from("/proc/self/exe")), args.ssh_port);
         cloud.set_host(Arc::new(runtime.clone()));
         runtime.start_network().map_err(|e| anyhow::anyhow!(e))?;

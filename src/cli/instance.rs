@@ -175,7 +175,7 @@ fn resolve_image(client: &Client, image: &str) -> Result<String, CliError> {
 }
 
 /// The instance for an id or a Name tag (a name must match exactly one live instance).
-pub fn resolve_instance(client: &Client, what: &str) -> Result<Element, CliError> {
+pub(crate) fn resolve_instance(client: &Client, what: &str) -> Result<Element, CliError> {
     let r = if what.starts_with("i-") {
         client.call("DescribeInstances", &[p("InstanceId.1", what)])?
     } else {

@@ -8,6 +8,7 @@ mod image;
 mod instance;
 mod key;
 pub mod output;
+mod why;
 
 use std::path::PathBuf;
 
@@ -81,6 +82,13 @@ pub enum Command {
         #[command(flatten)]
         args: instance::ExecArgs,
     },
+    /// Explain whether a port of an instance is reachable from a source address, and why.
+    Why {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: why::WhyArgs,
+    },
     /// Start stopped instances (by id or Name tag).
     Start {
         #[command(flatten)]
@@ -121,6 +129,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run { common, args } => instance::run(&common, args),
         Command::Ls { common } => instance::ls(&common),
         Command::Exec { common, args } => instance::exec(&common, args),
+        Command::Why { common, args } => why::run(&common, args),
         Command::Start { common, instances } => {
             instance::lifecycle(&common, "StartInstances", &instances)
         }

@@ -20,6 +20,8 @@ pub trait Host: Send + Sync {
     /// The instance's public IP changed while it may be running (an Elastic IP came or went):
     /// listeners on its old address move to the new one.
     fn public_ip_changed(&self, _inst: &Instance) {}
+    /// Security group rules or an instance's groups changed: front listeners follow.
+    fn groups_changed(&self) {}
 }
 
 /// A host that does nothing: for a control plane without a runtime (unit tests).

@@ -1014,6 +1014,10 @@ impl Cloud {
                 let wanted: Vec<String> = value.split(',').map(str::to_string).collect();
                 let st = self.state();
                 n.groups = resolve_groups(&st.security_groups, &self.network(), &wanted, &[])?;
+                drop(st);
+                self.put_instance(n)?;
+                self.host().groups_changed();
+                return Ok(());
             }
             other => {
                 return Err(AwsError::new(

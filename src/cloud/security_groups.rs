@@ -455,6 +455,7 @@ impl Cloud {
             g.ingress.extend(added.iter().cloned());
         }
         self.put_group(g)?;
+        self.host().groups_changed();
         Ok(added)
     }
 
@@ -520,6 +521,7 @@ impl Cloud {
             return Err(AwsError::missing("IpPermissions or SecurityGroupRuleId"));
         }
         self.put_group(g)?;
+        self.host().groups_changed();
         Ok(removed)
     }
 

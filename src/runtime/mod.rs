@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 pub use metadata::{InstanceMetadata, mac_of};
 
 use crate::cloud::{Cloud, Host, Image, Instance, InstanceState, catalog};
+use crate::front::Front;
 use crate::gateway::{Gateway, Route};
 use crate::keys::{self, HostKeyType};
 use crate::sandbox::vpc::Router;
@@ -62,6 +63,7 @@ pub struct Runtime {
     cloud: OnceLock<Weak<Cloud>>,
     gateway: OnceLock<(Arc<Gateway>, u16)>,
     router: OnceLock<Router>,
+    front: OnceLock<Arc<Front>>,
     live: Mutex<HashMap<String, Live>>,
 }
 
@@ -74,6 +76,7 @@ impl Runtime {
             cloud: OnceLock::new(),
             gateway: OnceLock::new(),
             router: OnceLock::new(),
+            front: OnceLock::new(),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -85,6 +88,23 @@ impl Runtime {
     /// The SSH gateway that listens on each running instance's public IP at `ssh_port`.
     pub fn set_gateway(&self, gateway: Arc<Gateway>, ssh_port: u16) {
         let _ = self.gateway.set((gateway, ssh_port));
+    }
+
+    /// The front listeners (security groups enforced on every public port but SSH's).
+    pub fn set_front(&self, front: Arc<Front>) {
+        let _ = self.front.set(front);
+    }
+
+    fn sync_front(&self, id: &str, init_pid: i32) {
+        if let Some(f) = self.front.get() {
+            f.sync(id, init_pid);
+        }
+    }
+
+    fn remove_front(&self, id: &str) {
+        if let Some(f) = self.front.get() {
+            f.remove(id);
+        }
     }
 
     /// Starts the gateway's listener for a booted instance on its public IP.
@@ -381,6 +401,7 @@ impl Runtime {
         let live = self.live().remove(id);
         if let Some(l) = live {
             self.stop_ssh(l.ssh_addr);
+            self.remove_front(id);
             let _ = sandbox::stop(&l.running, Duration::from_secs(1));
         }
         let Some(cloud) = self.cloud() else { return };
@@ -464,6 +485,7 @@ impl Host for Arc<Runtime> {
                 stopping: stopping.clone(),
             },
         );
+        self.sync_front(&inst.id, running.init_pid);
         self.watch(running, stopping);
         tracing::info!(instance = %inst.id, ms = t0.elapsed().as_secs_f64() * 1000.0, "instance booted");
         Ok(())
@@ -474,6 +496,7 @@ impl Host for Arc<Runtime> {
         let Some(l) = live else { return };
         l.stopping.store(true, Ordering::SeqCst);
         self.stop_ssh(l.ssh_addr);
+        self.remove_front(instance_id);
         if let Err(e) = sandbox::stop(&l.running, SHUTDOWN_GRACE + Duration::from_secs(3)) {
             tracing::error!(instance = %instance_id, error = %e, "stop did not clean up fully");
         }
@@ -519,6 +542,18 @@ impl Host for Arc<Runtime> {
         };
         if let Some(l) = self.live().get_mut(&inst.id) {
             l.ssh_addr = new;
+        }
+        self.sync_front(&inst.id, running.init_pid);
+    }
+
+    fn groups_changed(&self) {
+        let live: Vec<(String, i32)> = self
+            .live()
+            .iter()
+            .map(|(id, l)| (id.clone(), l.running.init_pid))
+            .collect();
+        for (id, pid) in live {
+            self.sync_front(&id, pid);
         }
     }
 

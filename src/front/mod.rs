@@ -1,0 +1,281 @@
+//! Front listeners: on every running instance's public IP, a TCP listener for each port its
+//! security groups open (SSH has its own listener in the gateway). Each new connection is
+//! checked against the instance's *current* inbound rules by source address and port — fail
+//! closed — then proxied to the same port on the instance's private IP inside its network
+//! namespace. Denied connections are closed at once and logged, rate-limited. Rule changes
+//! apply to the next connection; open connections stay, as on AWS.
+//!
+//! Which ports get a listener: every port of a rule's range when the range has at most
+//! [`MAX_RANGE`] ports; for wider ranges and "all traffic" (-1) rules, the [`COMMON_PORTS`]
+//! inside the range. The SSH port is left to the gateway.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::cloud::security_groups::{self, SecurityGroup, Verdict};
+use crate::cloud::{Cloud, InstanceState};
+use crate::ratelimit::RateLimited;
+
+/// Ranges up to this many ports are listened on in full.
+pub const MAX_RANGE: i32 = 100;
+/// Ports listened on for wider ranges and for "all traffic" rules.
+pub const COMMON_PORTS: &[u16] = &[
+    80, 443, 3000, 3306, 5000, 5432, 6379, 8000, 8080, 8443, 8888, 9000,
+];
+
+/// The TCP ports the groups open (the SSH port excluded).
+pub fn ports_to_listen(groups: &[SecurityGroup], ssh_port: u16) -> BTreeSet<u16> {
+    let mut out = BTreeSet::new();
+    for r in groups.iter().flat_map(|g| &g.ingress) {
+        let (from, to) = match r.protocol.as_str() {
+            "tcp" => (r.from_port.unwrap_or(0), r.to_port.unwrap_or(-1)),
+            "-1" => (0, 65535),
+            _ => continue,
+        };
+        if to - from < MAX_RANGE {
+            out.extend((from.max(1)..=to).filter_map(|p| u16::try_from(p).ok()));
+        } else {
+            out.extend(
+                COMMON_PORTS
+                    .iter()
+                    .copied()
+                    .filter(|p| (from..=to).contains(&i32::from(*p))),
+            );
+        }
+    }
+    out.remove(&ssh_port);
+    out
+}
+
+struct Listener {
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub struct Front {
+    handle: tokio::runtime::Handle,
+    cloud: Weak<Cloud>,
+    ssh_port: u16,
+    /// instance id → (public ip, port → listener)
+    listeners: Mutex<HashMap<String, (Ipv4Addr, HashMap<u16, Listener>)>>,
+    denied_log: Arc<RateLimited>,
+}
+
+impl Front {
+    pub fn new(handle: tokio::runtime::Handle, cloud: Weak<Cloud>, ssh_port: u16) -> Arc<Front> {
+        Arc::new(Front {
+            handle,
+            cloud,
+            ssh_port,
+            listeners: Mutex::new(HashMap::new()),
+            denied_log: Arc::new(RateLimited::new(2.0, 20)),
+        })
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Ipv4Addr, HashMap<u16, Listener>)>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the instance's listeners match its public IP and its groups' open ports.
+    /// `init_pid` is its PID 1 (for connections into its network namespace).
+    pub fn sync(self: &Arc<Self>, instance_id: &str, init_pid: i32) {
+        let Some(cloud) = self.cloud.upgrade() else {
+            return;
+        };
+        let Ok(inst) = cloud.instance(instance_id) else {
+            return;
+        };
+        let ip = inst
+            .public_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+        // Called for booted sandboxes: a launch calls it before the record turns `running`.
+        let live = matches!(inst.state, InstanceState::Running | InstanceState::Pending);
+        let Some(ip) = ip.filter(|_| live) else {
+            self.remove(instance_id);
+            return;
+        };
+        let want = ports_to_listen(&cloud.groups_of(&inst), self.ssh_port);
+        let private: Ipv4Addr = inst.private_ip.parse().unwrap_or(Ipv4Addr::LOCALHOST);
+        let mut all = self.lock();
+        let entry = all
+            .entry(instance_id.to_string())
+            .or_insert_with(|| (ip, HashMap::new()));
+        if entry.0 != ip {
+            for (_, l) in entry.1.drain() {
+                l.task.abort();
+            }
+            entry.0 = ip;
+        }
+        entry.1.retain(|port, l| {
+            let keep = want.contains(port);
+            if !keep {
+                l.task.abort();
+            }
+            keep
+        });
+        for port in want {
+            if entry.1.contains_key(&port) {
+                continue;
+            }
+            let addr = SocketAddr::from((ip, port));
+            let std_listener = match std::net::TcpListener::bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(instance = %instance_id, %addr, error = %e, "cannot open a front listener");
+                    continue;
+                }
+            };
+            let _ = std_listener.set_nonblocking(true);
+            let _g = self.handle.enter();
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                continue;
+            };
+            let me = self.clone();
+            let id = instance_id.to_string();
+            let task = self
+                .handle
+                .spawn(async move { me.accept_loop(listener, id, port, private, init_pid).await });
+            entry.1.insert(port, Listener { task });
+        }
+    }
+
+    /// Closes every listener of the instance (it stopped, or lost its public IP).
+    pub fn remove(&self, instance_id: &str) {
+        if let Some((_, ls)) = self.lock().remove(instance_id) {
+            for (_, l) in ls {
+                l.task.abort();
+            }
+        }
+    }
+
+    /// The ports listened on for an instance (for `ec2lab why` and tests).
+    pub fn ports(&self, instance_id: &str) -> Vec<u16> {
+        self.lock()
+            .get(instance_id)
+            .map(|(_, m)| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        id: String,
+        port: u16,
+        private: Ipv4Addr,
+        init_pid: i32,
+    ) {
+        loop {
+            let Ok((client, peer)) = listener.accept().await else {
+                continue;
+            };
+            let me = self.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                if !me.admit(&id, peer, port) {
+                    drop(client); // closed at once, no data
+                    return;
+                }
+                let target = SocketAddr::from((private, port));
+                let inner = tokio::task::spawn_blocking(move || {
+                    crate::sandbox::connect_in_netns(init_pid, target)
+                })
+                .await;
+                let inner = match inner {
+                    Ok(Ok(s)) => s,
+                    _ => return, // nothing listens inside: the client sees the connection close
+                };
+                let _ = inner.set_nonblocking(true);
+                let _ = inner.set_nodelay(true);
+                let Ok(mut inner) = tokio::net::TcpStream::from_std(inner) else {
+                    return;
+                };
+                let mut client = client;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut inner).await;
+            });
+        }
+    }
+
+    /// The security-group check of one new connection (current rules, fail closed).
+    pub fn admit(&self, instance_id: &str, peer: SocketAddr, port: u16) -> bool {
+        let Some(cloud) = self.cloud.upgrade() else {
+            return false;
+        };
+        let Ok(inst) = cloud.instance(instance_id) else {
+            return false;
+        };
+        let src = match peer.ip() {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4,
+                None => return false,
+            },
+        };
+        let groups = cloud.groups_of(&inst);
+        let verdict =
+            security_groups::evaluate(&groups, src, "tcp", port, &|ip| cloud.groups_of_address(ip));
+        match verdict {
+            Verdict::Allowed { .. } => true,
+            Verdict::Denied => {
+                if let Some(suppressed) = self.denied_log.check() {
+                    tracing::info!(instance = %instance_id, port, source = %src, suppressed, "connection denied by security groups");
+                }
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::security_groups::Rule;
+
+    fn group(rules: Vec<(&str, i32, i32)>) -> SecurityGroup {
+        SecurityGroup {
+            id: "sg-1".into(),
+            name: "g".into(),
+            description: String::new(),
+            vpc_id: String::new(),
+            ingress: rules
+                .into_iter()
+                .map(|(p, f, t)| Rule {
+                    id: "sgr".into(),
+                    protocol: p.into(),
+                    from_port: Some(f),
+                    to_port: Some(t),
+                    cidr: Some("0.0.0.0/0".into()),
+                    source_group: None,
+                    description: String::new(),
+                })
+                .collect(),
+            egress: vec![],
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn listened_ports() {
+        let p = ports_to_listen(
+            &[group(vec![
+                ("tcp", 22, 22),
+                ("tcp", 80, 80),
+                ("tcp", 8000, 8002),
+                ("udp", 53, 53),
+            ])],
+            22,
+        );
+        assert_eq!(
+            p.into_iter().collect::<Vec<_>>(),
+            vec![80, 8000, 8001, 8002]
+        );
+        let wide = ports_to_listen(&[group(vec![("tcp", 1, 65535)])], 22);
+        assert!(wide.contains(&443) && wide.contains(&8080) && wide.len() == COMMON_PORTS.len());
+        let all = ports_to_listen(&[group(vec![("-1", 0, 0)])], 22);
+        assert_eq!(all.len(), COMMON_PORTS.len());
+        assert!(ports_to_listen(&[], 22).is_empty());
+    }
+}
