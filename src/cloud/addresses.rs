@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::instances::{Instance, KIND as INSTANCE_KIND, State as InstanceState};
 use super::tags::{self, Filter, Filterable, Tag, TagSpec};
-use super::{AwsError, Cloud, ids, network};
+use super::{AwsError, Cloud, ids};
 use crate::store::Change;
 
 pub const KIND: &str = "address";
@@ -73,7 +73,7 @@ impl Cloud {
         let used = public_ips_in_use(&st.instances, &st.addresses);
         let a = Address {
             allocation_id: ids::new_id("eipalloc"),
-            public_ip: network::next_public_ip(&self.cfg.public_cidr, &used)?,
+            public_ip: self.next_public_ip(&used)?,
             instance_id: None,
             association_id: None,
             private_ip: None,
@@ -155,7 +155,7 @@ impl Cloud {
                     p.eip_allocation = None;
                     p.public_ip =
                         if p.state == InstanceState::Running || p.state == InstanceState::Pending {
-                            let ip = network::next_public_ip(&self.cfg.public_cidr, &used)?;
+                            let ip = self.next_public_ip(&used)?;
                             used.push(ip.clone());
                             Some(ip)
                         } else {
@@ -291,7 +291,7 @@ impl Cloud {
                 if new_auto_ip && matches!(i.state, InstanceState::Running | InstanceState::Pending)
                 {
                     used.push(addr.public_ip.clone());
-                    i.public_ip = Some(network::next_public_ip(&self.cfg.public_cidr, &used)?);
+                    i.public_ip = Some(self.next_public_ip(&used)?);
                 }
                 changes.push(Change::put(INSTANCE_KIND, &i.id, None, &i)?);
                 Some(i)

@@ -476,7 +476,7 @@ impl Cloud {
                     None => network::next_ip(&subnet, &used)?,
                 };
                 used.push(private_ip.clone());
-                let public_ip = network::next_public_ip(&self.cfg.public_cidr, &public_used)?;
+                let public_ip = self.next_public_ip(&public_used)?;
                 public_used.push(public_ip.clone());
                 created.push(Instance {
                     id: ids::new_id("i"),
@@ -1054,7 +1054,7 @@ impl Cloud {
         for i in st.instances.iter().filter(|i| ids_to_set.contains(&i.id)) {
             let mut n = i.clone();
             if n.public_ip.is_none() {
-                let ip = network::next_public_ip(&self.cfg.public_cidr, &used)?;
+                let ip = self.next_public_ip(&used)?;
                 used.push(ip.clone());
                 n.public_ip = Some(ip);
             }

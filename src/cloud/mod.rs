@@ -57,6 +57,8 @@ pub struct Cloud {
     state: Mutex<State>,
     network: network::Network,
     host: OnceLock<Arc<dyn Host>>,
+    /// Where the next public address search starts (see `network::next_public_ip`).
+    public_cursor: std::sync::atomic::AtomicU32,
 }
 
 impl Cloud {
@@ -83,6 +85,7 @@ impl Cloud {
             state: Mutex::new(state),
             network,
             host: OnceLock::new(),
+            public_cursor: std::sync::atomic::AtomicU32::new(0),
         };
         cloud.ensure_default_group()?;
         Ok(cloud)
@@ -102,6 +105,15 @@ impl Cloud {
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A free public address (auto-assigned or Elastic) from the pool, rotating through it.
+    pub(crate) fn next_public_ip(&self, used: &[String]) -> Result<String, AwsError> {
+        use std::sync::atomic::Ordering;
+        let cursor = self.public_cursor.load(Ordering::Relaxed);
+        let (ip, next) = network::next_public_ip(&self.cfg.public_cidr, used, cursor)?;
+        self.public_cursor.store(next, Ordering::Relaxed);
+        Ok(ip)
     }
 
     pub fn store(&self) -> &Store {

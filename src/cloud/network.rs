@@ -105,15 +105,23 @@ pub fn next_ip(subnet: &Subnet, used: &[String]) -> Result<String, AwsError> {
     ))
 }
 
-/// A free public address from the lab's pool (`--public-cidr`), lowest first; the pool's
-/// network and broadcast addresses are skipped.
-pub fn next_public_ip(pool: &Ipv4Net, used: &[String]) -> Result<String, AwsError> {
+/// A free public address from the lab's pool (`--public-cidr`), searching from `cursor` (an
+/// offset into the pool) and wrapping around, so a stopped-and-started instance gets a new
+/// address as on AWS. Returns the address and the cursor for the next search. The pool's network
+/// and broadcast addresses are skipped.
+pub fn next_public_ip(
+    pool: &Ipv4Net,
+    used: &[String],
+    cursor: u32,
+) -> Result<(String, u32), AwsError> {
     let first = u32::from(pool.network()) + 1;
     let last = u32::from(pool.broadcast()).saturating_sub(1);
-    for n in first..=last {
-        let ip = Ipv4Addr::from(n).to_string();
+    let size = last.saturating_sub(first) + 1;
+    for k in 0..size {
+        let off = (cursor + k) % size;
+        let ip = Ipv4Addr::from(first + off).to_string();
         if !used.contains(&ip) {
-            return Ok(ip);
+            return Ok((ip, (off + 1) % size));
         }
     }
     Err(AwsError::new(
@@ -165,5 +173,20 @@ mod tests {
         assert!(claim_ip(&s, "172.31.0.9", &[]).is_err());
         assert!(claim_ip(&s, "172.31.33.9", &["172.31.33.9".into()]).is_err());
         assert_eq!(claim_ip(&s, "172.31.33.9", &[]).unwrap(), "172.31.33.9");
+    }
+
+    #[test]
+    fn public_ips_rotate_and_skip_used() {
+        let pool: Ipv4Net = "127.100.0.0/30".parse().unwrap(); // .1 and .2 usable
+        let (a, c) = next_public_ip(&pool, &[], 0).unwrap();
+        assert_eq!(a, "127.100.0.1");
+        let (b, c) = next_public_ip(&pool, &[], c).unwrap();
+        assert_eq!(
+            b, "127.100.0.2",
+            "a released address is not handed out again at once"
+        );
+        let (x, _) = next_public_ip(&pool, &["127.100.0.1".into()], c).unwrap();
+        assert_eq!(x, "127.100.0.2");
+        assert!(next_public_ip(&pool, &[a, b], c).is_err());
     }
 }
