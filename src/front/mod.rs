@@ -257,6 +257,28 @@ mod tests {
         }
     }
 
+    /// Cost of the per-connection rule check, for scripts/bench/front.sh (no threshold here:
+    /// run with `cargo test --release -- --ignored rule_check_cost --nocapture`).
+    #[test]
+    #[ignore]
+    fn rule_check_cost() {
+        let rules: Vec<(&str, i32, i32)> = (0..20).map(|i| ("tcp", 1000 + i, 1000 + i)).chain([("tcp", 80, 80)]).collect();
+        let groups = [group(rules.clone()), group(rules)];
+        let src: Ipv4Addr = "127.0.0.9".parse().unwrap();
+        let n = 1_000_000;
+        let t0 = std::time::Instant::now();
+        let mut allowed = 0;
+        for i in 0..n {
+            let port = if i % 2 == 0 { 80 } else { 81 };
+            if matches!(security_groups::evaluate(&groups, src, "tcp", port, &|_| Vec::new()), Verdict::Allowed { .. }) {
+                allowed += 1;
+            }
+        }
+        let per = t0.elapsed().as_nanos() as f64 / n as f64;
+        assert_eq!(allowed, n / 2);
+        println!("rule check: {per:.0} ns per connection (2 groups, 42 rules)");
+    }
+
     #[test]
     fn listened_ports() {
         let p = ports_to_listen(
