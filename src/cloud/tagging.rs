@@ -56,6 +56,63 @@ fn missing(kind: &str, id: &str) -> AwsError {
     }
 }
 
+/// A resource that carries tags, as the store keeps it.
+trait Tagged: Clone + serde::Serialize {
+    fn id(&self) -> &str;
+    /// The unique name the store indexes, if the kind has one.
+    fn name(&self) -> Option<&str>;
+    fn tags_mut(&mut self) -> &mut Vec<Tag>;
+}
+
+macro_rules! tagged {
+    ($t:ty, $id:ident, $name:expr) => {
+        impl Tagged for $t {
+            fn id(&self) -> &str {
+                &self.$id
+            }
+            fn name(&self) -> Option<&str> {
+                let f: fn(&$t) -> Option<&str> = $name;
+                f(self)
+            }
+            fn tags_mut(&mut self) -> &mut Vec<Tag> {
+                &mut self.tags
+            }
+        }
+    };
+}
+
+tagged!(instances::Instance, id, |_| None);
+tagged!(images::Image, id, |i| Some(&i.name));
+tagged!(keypairs::KeyPair, id, |k| Some(&k.name));
+tagged!(security_groups::SecurityGroup, id, |g| Some(&g.name));
+
+/// Stages the tag edit of one resource of `list`: the changed copy and its store change.
+fn stage<T: Tagged>(
+    list: &[T],
+    kind: &'static str,
+    id: &str,
+    f: &dyn Fn(&mut Vec<Tag>) -> Result<(), AwsError>,
+    changes: &mut Vec<Change>,
+) -> Result<T, AwsError> {
+    let mut r = list
+        .iter()
+        .find(|r| r.id() == id)
+        .cloned()
+        .ok_or_else(|| missing(kind, id))?;
+    f(r.tags_mut())?;
+    changes.push(Change::put(kind, id, r.name(), &r)?);
+    Ok(r)
+}
+
+/// Puts staged copies back into the live list.
+fn commit<T: Tagged>(list: &mut [T], staged: Vec<T>) {
+    for r in staged {
+        if let Some(slot) = list.iter_mut().find(|x| x.id() == r.id()) {
+            *slot = r;
+        }
+    }
+}
+
 impl Cloud {
     /// Applies `f` to the tags of each resource, all in one transaction; fails without change if
     /// any resource is unknown.
@@ -69,80 +126,28 @@ impl Cloud {
         }
         let mut st = self.state();
         let mut changes = Vec::new();
-        let mut new_inst = Vec::new();
-        let mut new_img = Vec::new();
-        let mut new_kp = Vec::new();
-        let mut new_sg = Vec::new();
+        let (mut inst, mut img, mut kp, mut sg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for id in resource_ids {
-            let kind = kind_of(id)?;
-            match kind {
+            match kind_of(id)? {
                 instances::KIND => {
-                    let mut r = st
-                        .instances
-                        .iter()
-                        .find(|r| &r.id == id)
-                        .cloned()
-                        .ok_or_else(|| missing(kind, id))?;
-                    f(&mut r.tags)?;
-                    changes.push(Change::put(kind, &r.id, None, &r)?);
-                    new_inst.push(r);
+                    inst.push(stage(&st.instances, instances::KIND, id, f, &mut changes)?)
                 }
-                images::KIND => {
-                    let mut r = st
-                        .images
-                        .iter()
-                        .find(|r| &r.id == id)
-                        .cloned()
-                        .ok_or_else(|| missing(kind, id))?;
-                    f(&mut r.tags)?;
-                    changes.push(Change::put(kind, &r.id, Some(&r.name), &r)?);
-                    new_img.push(r);
-                }
-                security_groups::KIND => {
-                    let mut r = st
-                        .security_groups
-                        .iter()
-                        .find(|r| &r.id == id)
-                        .cloned()
-                        .ok_or_else(|| missing(kind, id))?;
-                    f(&mut r.tags)?;
-                    changes.push(Change::put(kind, &r.id, Some(&r.name), &r)?);
-                    new_sg.push(r);
-                }
-                _ => {
-                    let mut r = st
-                        .key_pairs
-                        .iter()
-                        .find(|r| &r.id == id)
-                        .cloned()
-                        .ok_or_else(|| missing(kind, id))?;
-                    f(&mut r.tags)?;
-                    changes.push(Change::put(kind, &r.id, Some(&r.name), &r)?);
-                    new_kp.push(r);
-                }
+                images::KIND => img.push(stage(&st.images, images::KIND, id, f, &mut changes)?),
+                security_groups::KIND => sg.push(stage(
+                    &st.security_groups,
+                    security_groups::KIND,
+                    id,
+                    f,
+                    &mut changes,
+                )?),
+                _ => kp.push(stage(&st.key_pairs, keypairs::KIND, id, f, &mut changes)?),
             }
         }
         self.store().apply(&changes)?;
-        for r in new_inst {
-            if let Some(s) = st.instances.iter_mut().find(|x| x.id == r.id) {
-                *s = r;
-            }
-        }
-        for r in new_img {
-            if let Some(s) = st.images.iter_mut().find(|x| x.id == r.id) {
-                *s = r;
-            }
-        }
-        for r in new_sg {
-            if let Some(s) = st.security_groups.iter_mut().find(|x| x.id == r.id) {
-                *s = r;
-            }
-        }
-        for r in new_kp {
-            if let Some(s) = st.key_pairs.iter_mut().find(|x| x.id == r.id) {
-                *s = r;
-            }
-        }
+        commit(&mut st.instances, inst);
+        commit(&mut st.images, img);
+        commit(&mut st.key_pairs, kp);
+        commit(&mut st.security_groups, sg);
         Ok(())
     }
 
