@@ -20,6 +20,7 @@ fi
 if ! command -v aws >/dev/null 2>&1; then
   echo "test.sh: installing the aws CLI (PyPI awscli)" >&2
   python3 -m pip install -q 'awscli>=1.44,<2'
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash
   hash -r
 fi
 command -v aws >/dev/null || export PATH="$HOME/.local/bin:$PATH"
