@@ -621,7 +621,7 @@ fn lamp_user_data_serves_the_instance_page() {
         &format!("file://{lamp}"),
     ])[0];
     d.wait_console(id, "SSH HOST KEY KEYS");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let page = loop {
         let out = d.exec(id, None, "curl -s -m 2 http://localhost/");
         let page = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -23,7 +23,10 @@ fn root_inside_cannot_reach_the_host() {
     let host_marker = d.write_file("host-marker", "host secret");
     let api = d.api_port;
     let v = d.aws_json(&["ec2", "describe-instances", "--instance-ids", b]);
-    let bip = v["Reservations"][0]["Instances"][0]["PrivateIpAddress"].as_str().unwrap().to_string();
+    let bip = v["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let script = format!(
         "n=$(ls /proc | grep -c '^[0-9]'); echo procs=$n; \
          test -e {hm} && echo SEE-HOST-FILE; \
@@ -70,7 +73,11 @@ fn root_inside_cannot_reach_the_host() {
         assert!(!out.contains(bad), "{bad}: {out}");
     }
     let nets: Vec<&str> = out.lines().skip(1).take_while(|l| *l != "end").collect();
-    assert_eq!(nets, ["eth0", "lo"], "only loopback and the veth to the lab's router: {out}");
+    assert_eq!(
+        nets,
+        ["eth0", "lo"],
+        "only loopback and the veth to the lab's router: {out}"
+    );
     assert!(out.ends_with("end\n"), "{out}");
 }
 

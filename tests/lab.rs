@@ -19,7 +19,7 @@ fn page(url: &str) -> Option<String> {
 }
 
 fn wait_page(url: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Some(p) = page(url).filter(|p| p.contains(needle)) {
             return p;

@@ -311,6 +311,7 @@ fn elastic_ip_moves_between_instances_with_their_host_keys() {
         return;
     }
     let d = Daemon::start();
+    d.open_ssh();
     let a = d.run_instances(&[])[0].clone();
     let b = d.run_instances(&[])[0].clone();
     let auto_a = public_ip(&d, &a).unwrap();

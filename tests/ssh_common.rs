@@ -67,6 +67,7 @@ impl Lab {
             return None;
         }
         let d = Daemon::start();
+        d.open_ssh();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -158,6 +159,7 @@ impl Lab {
             start_time,
             host_key_dir,
             banner: format!("ec2lab instance {id} (test banner)\n"),
+            admit: None,
         };
         let gw = self.gw.clone();
         self.rt.block_on(gw.add(addr, route)).unwrap();
@@ -215,7 +217,14 @@ impl Lab {
     }
 
     /// Runs `ssh … user@ip SCRIPT` with stdin from `input`.
-    pub fn ssh_run(&self, t: &Target, key: &Path, user: &str, script: &str, input: &[u8]) -> Output {
+    pub fn ssh_run(
+        &self,
+        t: &Target,
+        key: &Path,
+        user: &str,
+        script: &str,
+        input: &[u8],
+    ) -> Output {
         run_with_input(&mut self.ssh(t, key, user, &[script]), input)
     }
 

@@ -52,7 +52,13 @@ fn sftp_and_scp_both_modes() {
         .arg(&batch)
         .arg(format!("ec2-user@{}", t.ip));
     let out = run_with_input(&mut c, b"");
-    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("a.bin"));
     assert!(std::fs::read(&back).unwrap() == data, "sftp get differs");
     let ls = lab.d.exec_ok(&t.id, None, "ls ~");
@@ -61,23 +67,49 @@ fn sftp_and_scp_both_modes() {
     // scp, SFTP mode (default) and legacy mode (-O), up and down; files owned by the user.
     for (mode, name) in [(None, "s.bin"), (Some("-O"), "o.bin")] {
         let mut up = Command::new("scp");
-        up.args(SSH_OPTS).arg("-i").arg(&key).args(["-P", &t.port.to_string()]);
-        up.args(mode).arg(&src).arg(format!("ec2-user@{}:{name}", t.ip));
+        up.args(SSH_OPTS)
+            .arg("-i")
+            .arg(&key)
+            .args(["-P", &t.port.to_string()]);
+        up.args(mode)
+            .arg(&src)
+            .arg(format!("ec2-user@{}:{name}", t.ip));
         let out = run_with_input(&mut up, b"");
-        assert_eq!(out.status.code(), Some(0), "scp {mode:?} up: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "scp {mode:?} up: {}",
+            text(&out.stderr)
+        );
         let down = lab.path(&format!("down-{name}"));
         let mut dn = Command::new("scp");
-        dn.args(SSH_OPTS).arg("-i").arg(&key).args(["-P", &t.port.to_string()]);
-        dn.args(mode).arg(format!("ec2-user@{}:{name}", t.ip)).arg(&down);
+        dn.args(SSH_OPTS)
+            .arg("-i")
+            .arg(&key)
+            .args(["-P", &t.port.to_string()]);
+        dn.args(mode)
+            .arg(format!("ec2-user@{}:{name}", t.ip))
+            .arg(&down);
         let out = run_with_input(&mut dn, b"");
-        assert_eq!(out.status.code(), Some(0), "scp {mode:?} down: {}", text(&out.stderr));
-        assert!(std::fs::read(&down).unwrap() == data, "scp {mode:?} differs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "scp {mode:?} down: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            std::fs::read(&down).unwrap() == data,
+            "scp {mode:?} differs"
+        );
     }
     let owners = lab.d.exec_ok(&t.id, None, "stat -c %U ~/s.bin ~/o.bin");
     assert_eq!(owners, "ec2-user\nec2-user\n");
     // The user's permissions apply: root's home is not writable.
     let mut up = Command::new("scp");
-    up.args(SSH_OPTS).arg("-i").arg(&key).args(["-P", &t.port.to_string()]);
+    up.args(SSH_OPTS)
+        .arg("-i")
+        .arg(&key)
+        .args(["-P", &t.port.to_string()]);
     up.arg(&src).arg(format!("ec2-user@{}:/root/x.bin", t.ip));
     let out = run_with_input(&mut up, b"");
     assert_ne!(out.status.code(), Some(0));
@@ -93,7 +125,12 @@ fn ppk(lab: &Lab, pem: &Path, version: u32, passphrase: Option<&str>) -> std::pa
     let out_path = lab.path(&name);
     let mut c = Command::new("puttygen");
     c.arg(pem)
-        .args(["-O", "private", "--ppk-param", &format!("version={version}")])
+        .args([
+            "-O",
+            "private",
+            "--ppk-param",
+            &format!("version={version}"),
+        ])
         .arg("-o")
         .arg(&out_path);
     let pw = lab.path("pw");
@@ -108,17 +145,32 @@ fn ppk(lab: &Lab, pem: &Path, version: u32, passphrase: Option<&str>) -> std::pa
 
 fn plink(t: &Target, ppk: &Path, fp: &str, cmd: &str) -> Command {
     let mut c = Command::new("plink");
-    c.args(["-batch", "-noagent", "-ssh", "-P", &t.port.to_string(), "-hostkey", fp, "-i"])
-        .arg(ppk)
-        .arg(format!("ec2-user@{}", t.ip))
-        .arg(cmd);
+    c.args([
+        "-batch",
+        "-noagent",
+        "-ssh",
+        "-P",
+        &t.port.to_string(),
+        "-hostkey",
+        fp,
+        "-i",
+    ])
+    .arg(ppk)
+    .arg(format!("ec2-user@{}", t.ip))
+    .arg(cmd);
     c
 }
 
 #[test]
 fn putty_plink_pscp_psftp() {
-    let Some(lab) = Lab::start(&["plink", "pscp", "psftp", "puttygen", "ssh-keygen", "python3"])
-    else {
+    let Some(lab) = Lab::start(&[
+        "plink",
+        "pscp",
+        "psftp",
+        "puttygen",
+        "ssh-keygen",
+        "python3",
+    ]) else {
         return;
     };
     let ed = lab.key("ked", "ed25519");
@@ -126,19 +178,39 @@ fn putty_plink_pscp_psftp() {
     let t = &lab.launch("ked", 1)[0];
     // Authorize the RSA key too (inside the instance, as a user would).
     let rsa_pub = run_ok(Command::new("ssh-keygen").arg("-y").arg("-f").arg(&rsa));
-    lab.d.exec_ok(&t.id, None, &format!("echo '{}' >> ~/.ssh/authorized_keys", rsa_pub.trim()));
+    lab.d.exec_ok(
+        &t.id,
+        None,
+        &format!("echo '{}' >> ~/.ssh/authorized_keys", rsa_pub.trim()),
+    );
     let fp = lab.host_fingerprints(&t.id)[0].clone();
 
     // The .ppk the API returns (v3 by default) …
     let out = lab.d.aws(&[
-        "ec2", "create-key-pair", "--key-name", "kp", "--key-format", "ppk", "--query",
-        "KeyMaterial", "--output", "text",
+        "ec2",
+        "create-key-pair",
+        "--key-name",
+        "kp",
+        "--key-format",
+        "ppk",
+        "--query",
+        "KeyMaterial",
+        "--output",
+        "text",
     ]);
     assert!(out.status.success());
     let api_ppk = lab.path("kp.ppk");
     std::fs::write(&api_ppk, &out.stdout).unwrap();
-    let kp_pub = run_ok(Command::new("puttygen").arg(&api_ppk).args(["-O", "public-openssh"]));
-    lab.d.exec_ok(&t.id, None, &format!("echo '{}' >> ~/.ssh/authorized_keys", kp_pub.trim()));
+    let kp_pub = run_ok(
+        Command::new("puttygen")
+            .arg(&api_ppk)
+            .args(["-O", "public-openssh"]),
+    );
+    lab.d.exec_ok(
+        &t.id,
+        None,
+        &format!("echo '{}' >> ~/.ssh/authorized_keys", kp_pub.trim()),
+    );
 
     // … and v2/v3 of RSA and Ed25519 made by puttygen: exec with exit codes.
     let mut keys = vec![api_ppk.clone()];
@@ -149,7 +221,13 @@ fn putty_plink_pscp_psftp() {
     }
     for k in &keys {
         let out = run_with_input(&mut plink(t, k, &fp, "id -un; exit 3"), b"");
-        assert_eq!(out.status.code(), Some(3), "{}: {}", k.display(), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}: {}",
+            k.display(),
+            text(&out.stderr)
+        );
         assert_eq!(text(&out.stdout), "ec2-user\n", "{}", k.display());
     }
     // A wrong host key is refused by plink.
@@ -162,13 +240,13 @@ fn putty_plink_pscp_psftp() {
     std::fs::write(
         &drive,
         r#"
-import os, pty, sys, time, select
+import os, pty, sys, time, select, signal
 pid, fd = pty.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
 out = b''
 end = time.time() + 30
-answered = False
+answered = 0
 while time.time() < end:
     r, _, _ = select.select([fd], [], [], 0.2)
     if r:
@@ -179,9 +257,12 @@ while time.time() < end:
         if not chunk:
             break
         out += chunk
-        if not answered and b'assphrase' in out:
-            os.write(fd, sys.argv[1].encode() + b'\r')
-            answered = True
+        if out.count(b'assphrase') > answered:
+            answered += 1
+            time.sleep(0.1)
+            os.write(fd, sys.argv[1].encode() + b'\n')
+else:
+    os.kill(pid, signal.SIGKILL)
 _, st = os.waitpid(pid, 0)
 sys.stdout.write(out.decode('utf-8', 'replace'))
 sys.exit(os.waitstatus_to_exitcode(st))
@@ -191,11 +272,15 @@ sys.exit(os.waitstatus_to_exitcode(st))
     for v in [3, 2] {
         let enc = ppk(&lab, &ed, v, Some("s3cret pass"));
         let mut c = Command::new("python3");
-        c.arg(&drive).arg("s3cret pass").arg("plink").args(
-            plink(t, &enc, &fp, "echo unlocked; exit 5")
-                .get_args()
-                .filter(|a| *a != "-batch"),
-        );
+        c.arg(&drive)
+            .arg("s3cret pass")
+            .arg("plink")
+            .arg("-no-antispoof")
+            .args(
+                plink(t, &enc, &fp, "echo unlocked; exit 5")
+                    .get_args()
+                    .filter(|a| *a != "-batch"),
+            );
         let out = run_with_input(&mut c, b"");
         assert_eq!(out.status.code(), Some(5), "v{v}: {}", text(&out.stdout));
         assert!(text(&out.stdout).contains("unlocked"));
@@ -209,21 +294,52 @@ sys.exit(os.waitstatus_to_exitcode(st))
     for proto in ["-sftp", "-scp"] {
         let remote = format!("ec2-user@{}:p{proto}.bin", t.ip);
         let mut up = Command::new("pscp");
-        up.args(["-batch", "-noagent", proto, "-P", &t.port.to_string(), "-hostkey", &fp, "-i"])
-            .arg(k)
-            .arg(&src)
-            .arg(&remote);
+        up.args([
+            "-batch",
+            "-noagent",
+            proto,
+            "-P",
+            &t.port.to_string(),
+            "-hostkey",
+            &fp,
+            "-i",
+        ])
+        .arg(k)
+        .arg(&src)
+        .arg(&remote);
         let out = run_with_input(&mut up, b"");
-        assert_eq!(out.status.code(), Some(0), "pscp {proto} up: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "pscp {proto} up: {}",
+            text(&out.stderr)
+        );
         let back = lab.path(&format!("back{proto}.bin"));
         let mut dn = Command::new("pscp");
-        dn.args(["-batch", "-noagent", proto, "-P", &t.port.to_string(), "-hostkey", &fp, "-i"])
-            .arg(k)
-            .arg(&remote)
-            .arg(&back);
+        dn.args([
+            "-batch",
+            "-noagent",
+            proto,
+            "-P",
+            &t.port.to_string(),
+            "-hostkey",
+            &fp,
+            "-i",
+        ])
+        .arg(k)
+        .arg(&remote)
+        .arg(&back);
         let out = run_with_input(&mut dn, b"");
-        assert_eq!(out.status.code(), Some(0), "pscp {proto} down: {}", text(&out.stderr));
-        assert!(std::fs::read(&back).unwrap() == data, "pscp {proto} differs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "pscp {proto} down: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            std::fs::read(&back).unwrap() == data,
+            "pscp {proto} differs"
+        );
     }
     let script = lab.path("psftp.txt");
     let back = lab.path("psftp-back.bin");
@@ -237,13 +353,27 @@ sys.exit(os.waitstatus_to_exitcode(st))
     )
     .unwrap();
     let mut c = Command::new("psftp");
-    c.args(["-batch", "-noagent", "-P", &t.port.to_string(), "-hostkey", &fp, "-i"])
-        .arg(k)
-        .arg("-b")
-        .arg(&script)
-        .arg(format!("ec2-user@{}", t.ip));
+    c.args([
+        "-batch",
+        "-noagent",
+        "-P",
+        &t.port.to_string(),
+        "-hostkey",
+        &fp,
+        "-i",
+    ])
+    .arg(k)
+    .arg("-b")
+    .arg(&script)
+    .arg(format!("ec2-user@{}", t.ip));
     let out = run_with_input(&mut c, b"");
-    assert_eq!(out.status.code(), Some(0), "psftp: {}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "psftp: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(std::fs::read(&back).unwrap() == data, "psftp differs");
 }
 
@@ -265,12 +395,28 @@ fn port_forwarding_local_stdio_and_remote() {
         &mut lab.ssh(t, &key, "ec2-user", &["-W", "localhost:8080"]),
         b"GET / HTTP/1.0\r\n\r\n",
     );
-    assert!(text(&out.stdout).contains("hello-from-instance"), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hello-from-instance"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 
     // ssh -L with a real local listener.
     let lport = free_port();
     let mut fwd = lab
-        .ssh(t, &key, "ec2-user", &["-o", "ExitOnForwardFailure=yes", "-N", "-L", &format!("{lport}:127.0.0.1:8080")])
+        .ssh(
+            t,
+            &key,
+            "ec2-user",
+            &[
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-N",
+                "-L",
+                &format!("{lport}:127.0.0.1:8080"),
+            ],
+        )
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -290,7 +436,10 @@ fn port_forwarding_local_stdio_and_remote() {
     assert!(body.contains("hello-from-instance"), "{body}");
 
     // A port nobody listens on: the channel is refused, ssh -W fails.
-    let out = run_with_input(&mut lab.ssh(t, &key, "ec2-user", &["-W", "127.0.0.1:1"]), b"");
+    let out = run_with_input(
+        &mut lab.ssh(t, &key, "ec2-user", &["-W", "127.0.0.1:1"]),
+        b"",
+    );
     assert_ne!(out.status.code(), Some(0));
 
     // ssh -R: listen inside the instance, connect back to a server on the host.
@@ -319,5 +468,10 @@ fn port_forwarding_local_stdio_and_remote() {
         ),
         b"",
     );
-    assert!(text(&out.stdout).contains("hello-from-hos"), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hello-from-hos"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }

@@ -10,9 +10,8 @@ md() { curl -s -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/$1"; }
 ID=$(md instance-id); IP=$(md local-ipv4); AZ=$(md placement/availability-zone); TYPE=$(md instance-type)
 echo "lamp.sh: $ID ($TYPE) at $IP in $AZ"
 
-# On AWS this would be `dnf install -y httpd php mariadb105-server`; ec2lab instances are
-# offline, so the packages must already be in the AMI.
-command -v apt-get >/dev/null && ! command -v apache2ctl >/dev/null && apt-get install -y apache2 php libapache2-mod-php || true
+# On AWS this would start with `dnf install -y httpd php mariadb105-server`; ec2lab instances
+# are offline, so the packages must already be in the AMI (scripts/build-ami.sh debian).
 
 mkdir -p /var/www/html
 if command -v apache2ctl >/dev/null && command -v php >/dev/null; then

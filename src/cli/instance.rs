@@ -205,7 +205,7 @@ pub(crate) fn resolve_instance(client: &Client, what: &str) -> Result<Element, C
 }
 
 /// The default user of the instance's AMI (from its manifest on this host).
-fn default_user(client: &Client, image_id: &str) -> String {
+pub(crate) fn default_user(client: &Client, image_id: &str) -> String {
     let fallback = "root".to_string();
     let Ok(r) = client.call("DescribeImages", &[p("ImageId.1", image_id)]) else {
         return fallback;

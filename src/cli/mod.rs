@@ -8,6 +8,7 @@ mod image;
 mod instance;
 mod key;
 pub mod output;
+mod ssh;
 mod why;
 
 use std::path::PathBuf;
@@ -82,6 +83,13 @@ pub enum Command {
         #[command(flatten)]
         args: instance::ExecArgs,
     },
+    /// Log into an instance with the system's ssh: finds its public IP, user and key.
+    Ssh {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: ssh::SshArgs,
+    },
     /// Explain whether a port of an instance is reachable from a source address, and why.
     Why {
         #[command(flatten)]
@@ -130,6 +138,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ls { common } => instance::ls(&common),
         Command::Exec { common, args } => instance::exec(&common, args),
         Command::Why { common, args } => why::run(&common, args),
+        Command::Ssh { common, args } => ssh::run(&common, args),
         Command::Start { common, instances } => {
             instance::lifecycle(&common, "StartInstances", &instances)
         }

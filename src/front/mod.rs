@@ -24,7 +24,7 @@ pub const COMMON_PORTS: &[u16] = &[
     80, 443, 3000, 3306, 5000, 5432, 6379, 8000, 8080, 8443, 8888, 9000,
 ];
 
-/// The TCP ports the groups open (the SSH port excluded).
+/// The TCP ports the groups open (22 and the SSH port excluded: those are the gateway's).
 pub fn ports_to_listen(groups: &[SecurityGroup], ssh_port: u16) -> BTreeSet<u16> {
     let mut out = BTreeSet::new();
     for r in groups.iter().flat_map(|g| &g.ingress) {
@@ -44,6 +44,8 @@ pub fn ports_to_listen(groups: &[SecurityGroup], ssh_port: u16) -> BTreeSet<u16>
             );
         }
     }
+    // SSH is the gateway's (tcp/22 rules apply to it, on --ssh-port).
+    out.remove(&22);
     out.remove(&ssh_port);
     out
 }
@@ -262,7 +264,10 @@ mod tests {
     #[test]
     #[ignore]
     fn rule_check_cost() {
-        let rules: Vec<(&str, i32, i32)> = (0..20).map(|i| ("tcp", 1000 + i, 1000 + i)).chain([("tcp", 80, 80)]).collect();
+        let rules: Vec<(&str, i32, i32)> = (0..20)
+            .map(|i| ("tcp", 1000 + i, 1000 + i))
+            .chain([("tcp", 80, 80)])
+            .collect();
         let groups = [group(rules.clone()), group(rules)];
         let src: Ipv4Addr = "127.0.0.9".parse().unwrap();
         let n = 1_000_000;
@@ -270,7 +275,10 @@ mod tests {
         let mut allowed = 0;
         for i in 0..n {
             let port = if i % 2 == 0 { 80 } else { 81 };
-            if matches!(security_groups::evaluate(&groups, src, "tcp", port, &|_| Vec::new()), Verdict::Allowed { .. }) {
+            if matches!(
+                security_groups::evaluate(&groups, src, "tcp", port, &|_| Vec::new()),
+                Verdict::Allowed { .. }
+            ) {
                 allowed += 1;
             }
         }

@@ -219,7 +219,9 @@ mod tests {
 
     #[test]
     fn restrict_and_from() {
-        let k = &parse(&format!(r#"restrict,from="10.*,!10.0.0.9" ssh-ed25519 {ED}"#))[0];
+        let k = &parse(&format!(
+            r#"restrict,from="10.*,!10.0.0.9" ssh-ed25519 {ED}"#
+        ))[0];
         assert!(k.options.no_pty && k.options.no_port_forwarding);
         let blob = k.blob.clone();
         let keys = vec![k.clone()];

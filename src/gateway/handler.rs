@@ -57,7 +57,9 @@ impl Conn {
     }
 
     async fn lookup(&mut self, user: &str, key: &russh::keys::PublicKey) -> Result<Login, Refusal> {
-        let blob = key.to_bytes().map_err(|e| Refusal::Instance(e.to_string()))?;
+        let blob = key
+            .to_bytes()
+            .map_err(|e| Refusal::Instance(e.to_string()))?;
         let cache_key = (user.to_string(), blob.clone());
         if let Some(found) = self.checked.get(&cache_key) {
             return found.clone().ok_or(Refusal::KeyNotAuthorized);
@@ -84,8 +86,12 @@ impl Conn {
         })
         .await
         .unwrap_or_else(|e| Err(Refusal::Instance(e.to_string())));
-        if matches!(result, Ok(_) | Err(Refusal::KeyNotAuthorized | Refusal::NoSuchUser)) {
-            self.checked.insert(cache_key, result.as_ref().ok().cloned());
+        if matches!(
+            result,
+            Ok(_) | Err(Refusal::KeyNotAuthorized | Refusal::NoSuchUser)
+        ) {
+            self.checked
+                .insert(cache_key, result.as_ref().ok().cloned());
         }
         result
     }
@@ -243,7 +249,8 @@ impl Handler for Conn {
         match super::forward::listen(&self.ctx, address, *port as u16, session.handle()).await {
             Ok((bound, task)) => {
                 *port = bound as u32;
-                self.forwards.insert((address.to_string(), bound as u32), task);
+                self.forwards
+                    .insert((address.to_string(), bound as u32), task);
                 Ok(true)
             }
             Err(e) => {

@@ -61,6 +61,19 @@ pub struct Route {
     pub host_key_dir: PathBuf,
     /// Printed when a shell session starts (motd): instance id, type, zone, AMI.
     pub banner: String,
+    /// The instance's security-group check for a new connection from this peer (fail closed:
+    /// false drops the connection before any byte is sent). `None` admits everyone.
+    pub admit: Option<Admit>,
+}
+
+/// A per-connection admission check (the front's security-group evaluation).
+#[derive(Clone)]
+pub struct Admit(pub Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admit(..)")
+    }
 }
 
 /// Errors of the gateway's set-up (sessions report theirs to the client).
@@ -249,6 +262,7 @@ fn server_config(keys: Vec<PrivateKey>) -> russh::server::Config {
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 32768,
         channel_buffer_size: 256,
+        event_buffer_size: 64,
         ..Default::default()
     }
 }
@@ -272,6 +286,12 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<RouteCtx>) {
             }
             drop(sock);
             continue;
+        }
+        if let Some(admit) = &ctx.route.admit {
+            if !(admit.0)(peer) {
+                drop(sock); // denied by the instance's security groups: closed at once
+                continue;
+            }
         }
         let _ = sock.set_nodelay(true);
         tokio::spawn(serve_connection(ctx.clone(), sock, peer));

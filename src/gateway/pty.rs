@@ -79,11 +79,7 @@ pub fn apply_modes(slave: RawFd, modes: &[(Pty, u32)]) {
     for &(mode, value) in modes {
         let cc = |i: usize, t: &mut libc::termios| t.c_cc[i] = value as libc::cc_t;
         let flag = |f: &mut libc::tcflag_t, bit: libc::tcflag_t| {
-            if value != 0 {
-                *f |= bit
-            } else {
-                *f &= !bit
-            }
+            if value != 0 { *f |= bit } else { *f &= !bit }
         };
         match mode {
             Pty::VINTR => cc(libc::VINTR, &mut t),

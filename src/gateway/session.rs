@@ -337,7 +337,10 @@ async fn start(
             (Input::Pty(m), vec![pump])
         }
         None => {
-            let out = child.stdout.take().map(|o| tokio::spawn(pump(o, wr.clone(), None)));
+            let out = child
+                .stdout
+                .take()
+                .map(|o| tokio::spawn(pump(o, wr.clone(), None)));
             let err = child
                 .stderr
                 .take()
@@ -356,7 +359,10 @@ async fn start(
             if is_pty {
                 // Background jobs may keep the terminal open: drain briefly, then stop.
                 let abort = p.abort_handle();
-                if tokio::time::timeout(Duration::from_millis(300), p).await.is_err() {
+                if tokio::time::timeout(Duration::from_millis(300), p)
+                    .await
+                    .is_err()
+                {
                     abort.abort();
                 }
             } else {
@@ -367,7 +373,13 @@ async fn start(
             Ok(st) => {
                 if let Some(sig) = st.signal() {
                     let _ = handle
-                        .exit_signal_request(id, signal_name(sig), st.core_dumped(), String::new(), String::new())
+                        .exit_signal_request(
+                            id,
+                            signal_name(sig),
+                            st.core_dumped(),
+                            String::new(),
+                            String::new(),
+                        )
                         .await;
                 } else {
                     let _ = wr2.exit_status(st.code().unwrap_or(255) as u32).await;
@@ -384,7 +396,7 @@ async fn start(
 }
 
 async fn pump<R: AsyncRead + Unpin>(mut r: R, wr: Arc<ChannelWriteHalf<Msg>>, ext: Option<u32>) {
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,

@@ -166,3 +166,19 @@ mod tests {
         assert!(PublicKey::from_openssh(&public).is_ok());
     }
 }
+
+#[cfg(test)]
+mod timing {
+    /// Prints host-key generation times (run with --ignored --nocapture; no threshold).
+    #[test]
+    #[ignore]
+    fn host_key_generation_time() {
+        for kind in [super::HostKeyType::Ed25519, super::HostKeyType::EcdsaP256] {
+            let t = std::time::Instant::now();
+            for _ in 0..20 {
+                let _ = super::generate_host_key(kind);
+            }
+            println!("{kind:?}: {:.3} ms", t.elapsed().as_secs_f64() * 1000.0 / 20.0);
+        }
+    }
+}

@@ -172,6 +172,20 @@ pub fn enter_main(json: &str) -> ! {
         }
         _ => wait_plain(child, sfd.as_fd()),
     };
+    // A signal death is passed on as one, so the caller sees how the command ended (the SSH
+    // gateway sends exit-signal; `ec2lab exec` still exits 128 + n). No core file of ours.
+    if let WaitStatus::Signaled(sig) = status {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: setrlimit with a valid struct; raise with default dispositions restored.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            sys::reset_signals();
+            libc::raise(sig);
+        }
+    }
     std::process::exit(status.code())
 }
 

@@ -367,6 +367,23 @@ pub fn fixtures() -> PathBuf {
 }
 
 impl Daemon {
+    /// Opens SSH (tcp/22, which the gateway serves on `--ssh-port`) from anywhere in the default
+    /// security group, which, as on EC2, admits no one from outside until told to.
+    pub fn open_ssh(&self) {
+        self.aws_json(&[
+            "ec2",
+            "authorize-security-group-ingress",
+            "--group-name",
+            "default",
+            "--protocol",
+            "tcp",
+            "--port",
+            "22",
+            "--cidr",
+            "0.0.0.0/0",
+        ]);
+    }
+
     /// The id of the built-in AMI.
     pub fn lab_linux(&self) -> String {
         let v = self.aws_json(&[

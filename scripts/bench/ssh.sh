@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# SSH benchmark: the ec2lab gateway vs OpenSSH sshd side by side in one run — a second sshd on a
+# loopback port with its own config and host key, the same Ed25519 user key, the same kex
+# (curve25519-sha256) and cipher (chacha20-poly1305, or $CIPHER).
+#   sudo scripts/bench/ssh.sh [N] [MiB]     N connects per latency measurement (default 50),
+#                                           MiB per transfer (default 1024)
+# Prints p50 latencies, MiB/s, and the gateway/sshd ratios (latency: lower is better, target
+# ≤ 0.2; throughput: higher is better, target ≥ 1.0).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${1:-50}
+MIB=${2:-1024}
+CIPHER=${CIPHER:-chacha20-poly1305@openssh.com}
+KEX=curve25519-sha256
+[ "$(id -u)" -eq 0 ] || { echo "ssh.sh: needs root (ec2lab serve, sshd)" >&2; exit 1; }
+for t in ssh sftp plink puttygen ssh-keygen aws; do
+  command -v "$t" >/dev/null || { echo "ssh.sh: needs $t (scripts/test.sh installs it)" >&2; exit 1; }
+done
+SSHD=$(command -v sshd || echo /usr/sbin/sshd)
+[ -x "$SSHD" ] || { echo "ssh.sh: needs sshd (openssh-server)" >&2; exit 1; }
+BIN=${EC2LAB_BIN:-target/release/ec2lab}
+[ -n "${EC2LAB_BIN:-}" ] || cargo build --release -q
+
+tmp=$(mktemp -d /dev/shm/ssh-bench.XXXXXX)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; [ -f "$tmp/sshd.pid" ] && kill "$(cat "$tmp/sshd.pid")" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+api=$(free_port); gwport=$(free_port); sshdport=$(free_port)
+
+# --- the lab: daemon, key, one instance with a public IP --------------------------------------
+"$BIN" serve --data-dir "$tmp/lab" --api-addr "127.0.0.1:$api" --public-cidr 127.98.0.0/16 \
+  --ssh-port "$gwport" 2>"$tmp/lab.log" &
+for _ in $(seq 200); do [ -f "$tmp/lab/daemon.json" ] && break; sleep 0.05; done
+eval "$("$BIN" env --data-dir "$tmp/lab")"
+export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent AWS_PAGER=
+aws ec2 create-key-pair --key-name bench --key-type ed25519 --query KeyMaterial --output text >"$tmp/k.pem"
+chmod 600 "$tmp/k.pem"
+ami=$(aws ec2 describe-images --filters Name=name,Values=lab-linux --query 'Images[0].ImageId' --output text)
+id=$(aws ec2 run-instances --image-id "$ami" --key-name bench --instance-type t2.large \
+  --query 'Instances[0].InstanceId' --output text)
+for _ in $(seq 300); do
+  ip=$(aws ec2 describe-instances --instance-ids "$id" --query 'Reservations[0].Instances[0].PublicIpAddress' --output text 2>/dev/null || true)
+  [ -n "$ip" ] && [ "$ip" != None ] && [ -s "$tmp/lab/volumes/$id/upper/home/ec2-user/.ssh/authorized_keys" ] && break
+  sleep 0.1
+done
+[ -n "$ip" ] && [ "$ip" != None ] || { echo "ssh.sh: instance got no public IP" >&2; exit 1; }
+
+# --- the reference: OpenSSH sshd with its own config, same user key -------------------------
+ssh-keygen -q -t ed25519 -N '' -f "$tmp/sshd_host_ed25519_key"
+ssh-keygen -y -f "$tmp/k.pem" >"$tmp/authorized_keys"
+mkdir -p /run/sshd
+cat >"$tmp/sshd_config" <<EOF
+Port $sshdport
+ListenAddress 127.0.0.1
+HostKey $tmp/sshd_host_ed25519_key
+PidFile $tmp/sshd.pid
+AuthorizedKeysFile $tmp/authorized_keys
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PrintMotd no
+UseDNS no
+Subsystem sftp /usr/lib/openssh/sftp-server
+EOF
+"$SSHD" -f "$tmp/sshd_config" -E "$tmp/sshd.log"
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$sshdport") 2>/dev/null && break; sleep 0.05; done
+
+common=(-F /dev/null -i "$tmp/k.pem" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes
+  -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+  -o KexAlgorithms=$KEX -c "$CIPHER")
+gw=(-p "$gwport" "ec2-user@$ip"); ref=(-p "$sshdport" root@127.0.0.1)
+gw_sftp=(-P "$gwport" "ec2-user@$ip"); ref_sftp=(-P "$sshdport" root@127.0.0.1)
+
+now() { date +%s%N; }
+p50() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]/1e6}'; }
+latency() { # p50 ms of N runs of "$@"
+  for _ in $(seq "$N"); do s=$(now); "$@" >/dev/null 2>&1 </dev/null; echo $(( $(now) - s )); done | p50
+}
+rate() { # MiB/s of one run of "$@"
+  local s e; s=$(now); "$@" >/dev/null 2>&1; e=$(now)
+  python3 -c "print('%.1f' % ($MIB / (($e - $s) / 1e9)))"
+}
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+
+head -c $((MIB * 1024 * 1024)) /dev/urandom >"$tmp/blob"
+echo "== $(nproc) cores; ssh -c $CIPHER, kex $KEX; N=$N; ${MIB} MiB per transfer"
+echo "== gateway: ec2lab $id at $ip:$gwport; reference: $("$SSHD" -V 2>&1 | head -1 || true) sshd at 127.0.0.1:$sshdport"
+printf '%-34s %12s %12s %8s\n' measurement gateway sshd ratio
+
+g=$(latency ssh "${common[@]}" "${gw[@]}" true); r=$(latency ssh "${common[@]}" "${ref[@]}" true)
+printf '%-34s %10sms %10sms %8s  (target <= 0.2)\n' "ssh connect+auth+exec true p50" "$g" "$r" "$(ratio "$g" "$r")"
+
+# plink: the same key as .ppk, host keys pinned by fingerprint.
+puttygen "$tmp/k.pem" -O private -o "$tmp/k.ppk"
+gfp=$(ssh-keygen -lf "$tmp/lab/volumes/$id/host_keys/ssh_host_ed25519_key.pub" | awk '{print $2}')
+rfp=$(ssh-keygen -lf "$tmp/sshd_host_ed25519_key.pub" | awk '{print $2}')
+g=$(latency plink -batch -noagent -ssh -i "$tmp/k.ppk" -hostkey "$gfp" -P "$gwport" "ec2-user@$ip" true)
+r=$(latency plink -batch -noagent -ssh -i "$tmp/k.ppk" -hostkey "$rfp" -P "$sshdport" root@127.0.0.1 true)
+printf '%-34s %10sms %10sms %8s\n' "plink connect+auth+exec true p50" "$g" "$r" "$(ratio "$g" "$r")"
+
+# Transfers: both sides write to tmpfs (/tmp in the instance, /dev/shm for sshd).
+sftp_put() { echo "put $tmp/blob $2" | sftp "${common[@]}" -b - "${@:3}" >/dev/null; }
+sftp_get() { echo "get $2 /dev/null" | sftp "${common[@]}" -b - "${@:3}" >/dev/null; }
+g=$(rate sftp_put x /tmp/blob "${gw_sftp[@]}"); r=$(rate sftp_put x "$tmp/blob.up" "${ref_sftp[@]}")
+printf '%-34s %8sMiB/s %8sMiB/s %8s  (target >= 1.0)\n' "sftp upload" "$g" "$r" "$(ratio "$g" "$r")"
+g=$(rate sftp_get x /tmp/blob "${gw_sftp[@]}"); r=$(rate sftp_get x "$tmp/blob.up" "${ref_sftp[@]}")
+printf '%-34s %8sMiB/s %8sMiB/s %8s\n' "sftp download" "$g" "$r" "$(ratio "$g" "$r")"
+cat_up() { ssh "${common[@]}" "$@" 'cat >/dev/null' <"$tmp/blob"; }
+cat_down() { ssh "${common[@]}" "$@" "head -c $((MIB * 1024 * 1024)) /dev/zero" >/dev/null; }
+g=$(rate cat_up "${gw[@]}"); r=$(rate cat_up "${ref[@]}")
+printf '%-34s %8sMiB/s %8sMiB/s %8s\n' "exec cat upload" "$g" "$r" "$(ratio "$g" "$r")"
+g=$(rate cat_down "${gw[@]}"); r=$(rate cat_down "${ref[@]}")
+printf '%-34s %8sMiB/s %8sMiB/s %8s\n' "exec cat download" "$g" "$r" "$(ratio "$g" "$r")"
