@@ -36,6 +36,8 @@ export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent AWS
 aws ec2 create-key-pair --key-name bench --key-type ed25519 --query KeyMaterial --output text >"$tmp/k.pem"
 chmod 600 "$tmp/k.pem"
 ami=$(aws ec2 describe-images --filters Name=name,Values=lab-linux --query 'Images[0].ImageId' --output text)
+# As on EC2, the default security group admits no one from outside until tcp/22 is opened.
+aws ec2 authorize-security-group-ingress --group-name default --protocol tcp --port 22 --cidr 127.0.0.0/8 >/dev/null
 id=$(aws ec2 run-instances --image-id "$ami" --key-name bench --instance-type t2.large \
   --query 'Instances[0].InstanceId' --output text)
 for _ in $(seq 300); do
