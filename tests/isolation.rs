@@ -9,7 +9,8 @@ use common::*;
 
 #[test]
 fn root_inside_cannot_reach_the_host() {
-    if !prerequisites(&["aws", "curl"]) {
+    // ps, curl and ip run inside the instance from the host's /usr (lab-linux).
+    if !prerequisites(&["aws", "curl", "ps", "ip"]) {
         return;
     }
     let d = Daemon::start();

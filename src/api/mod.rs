@@ -28,6 +28,9 @@ use crate::ratelimit::RateLimited;
 /// Largest request body accepted. EC2's biggest legitimate bodies (16 KB user data as base64 plus
 /// parameters) are far smaller.
 pub const MAX_BODY: usize = 256 * 1024;
+/// Bodies up to this size are read to the end before a too-large one is refused, so the client
+/// gets its 413 instead of a broken pipe (which SDKs would retry).
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
 pub struct ApiState {
     pub cloud: Arc<Cloud>,
@@ -63,9 +66,9 @@ async fn handle(
     body: Body,
 ) -> Response {
     let request_id = ids::request_id();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
+    let body = match axum::body::to_bytes(body, DRAIN_LIMIT).await {
+        Ok(b) if b.len() <= MAX_BODY => b,
+        _ => {
             let e = AwsError::new(
                 "RequestEntityTooLarge",
                 format!("The request body is larger than the limit of {MAX_BODY} bytes."),

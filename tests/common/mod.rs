@@ -150,9 +150,14 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited early ({status}): {}", self.log_text());
             }
-            if self.data_dir.join("daemon.json").exists()
-                && std::net::TcpStream::connect(("127.0.0.1", self.api_port)).is_ok()
-            {
+            // daemon.json is published after start-up (reconciliation included); an old one
+            // from the previous run must not count.
+            let pid = self.child.as_ref().unwrap().id();
+            let fresh = std::fs::read(self.data_dir.join("daemon.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["pid"] == pid);
+            if fresh && std::net::TcpStream::connect(("127.0.0.1", self.api_port)).is_ok() {
                 return;
             }
             assert!(
