@@ -204,6 +204,26 @@ pub(crate) fn resolve_instance(client: &Client, what: &str) -> Result<Element, C
     }
 }
 
+/// An instance's state name (`running`, `stopped`, …).
+pub(crate) fn state_name(inst: &Element) -> String {
+    inst.find("instanceState")
+        .map(|s| s.text_of("name"))
+        .unwrap_or_default()
+}
+
+/// The instance for an id or Name tag, and its id; an error unless it is running.
+pub(crate) fn resolve_running(client: &Client, what: &str) -> Result<(Element, String), CliError> {
+    let inst = resolve_instance(client, what)?;
+    let id = inst.text_of("instanceId");
+    let state = state_name(&inst);
+    if state != "running" {
+        return Err(CliError::Setup(format!(
+            "instance {id} is {state}, not running"
+        )));
+    }
+    Ok((inst, id))
+}
+
 /// The default user of the instance's AMI (from its manifest on this host).
 pub(crate) fn default_user(client: &Client, image_id: &str) -> String {
     let fallback = "root".to_string();
@@ -224,17 +244,7 @@ pub(crate) fn default_user(client: &Client, image_id: &str) -> String {
 
 pub fn exec(common: &Common, a: ExecArgs) -> Result<(), CliError> {
     let client = Client::new(&common.data_dir)?;
-    let inst = resolve_instance(&client, &a.instance)?;
-    let id = inst.text_of("instanceId");
-    let state = inst
-        .find("instanceState")
-        .map(|s| s.text_of("name"))
-        .unwrap_or_default();
-    if state != "running" {
-        return Err(CliError::Setup(format!(
-            "instance {id} is {state}, not running"
-        )));
-    }
+    let (inst, id) = resolve_running(&client, &a.instance)?;
     let user = a
         .user
         .unwrap_or_else(|| default_user(&client, &inst.text_of("imageId")));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::instance::{default_user, resolve_instance};
+use super::instance::{default_user, resolve_running};
 use super::{CliError, Client, Common};
 use crate::datadir::DataDir;
 
@@ -92,17 +92,7 @@ pub fn find_key(dir: &Path, key_name: &str) -> Result<PathBuf, CliError> {
 
 pub fn run(common: &Common, a: SshArgs) -> Result<(), CliError> {
     let client = Client::new(&common.data_dir)?;
-    let inst = resolve_instance(&client, &a.instance)?;
-    let id = inst.text_of("instanceId");
-    let state = inst
-        .find("instanceState")
-        .map(|s| s.text_of("name"))
-        .unwrap_or_default();
-    if state != "running" {
-        return Err(CliError::Setup(format!(
-            "instance {id} is {state}, not running"
-        )));
-    }
+    let (inst, id) = resolve_running(&client, &a.instance)?;
     let ip = inst.text_of("ipAddress");
     if ip.is_empty() {
         return Err(CliError::Setup(format!(

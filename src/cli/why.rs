@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use clap::Args;
 
 use super::client::Element;
-use super::instance::resolve_instance;
+use super::instance::{resolve_instance, state_name};
 use super::{CliError, Client, Common};
 use crate::cloud::security_groups::{self, Rule, SecurityGroup, Verdict};
 
@@ -82,10 +82,7 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
     let client = Client::new(&common.data_dir)?;
     let inst = resolve_instance(&client, &a.instance)?;
     let id = inst.text_of("instanceId");
-    let state = inst
-        .find("instanceState")
-        .map(|s| s.text_of("name"))
-        .unwrap_or_default();
+    let state = state_name(&inst);
     let public = inst.text_of("ipAddress");
     let group_ids: Vec<String> = inst
         .items("groupSet")

@@ -178,7 +178,10 @@ mod timing {
             for _ in 0..20 {
                 let _ = super::generate_host_key(kind);
             }
-            println!("{kind:?}: {:.3} ms", t.elapsed().as_secs_f64() * 1000.0 / 20.0);
+            println!(
+                "{kind:?}: {:.3} ms",
+                t.elapsed().as_secs_f64() * 1000.0 / 20.0
+            );
         }
     }
 }
