@@ -224,6 +224,17 @@ pub(crate) fn resolve_running(client: &Client, what: &str) -> Result<(Element, S
     Ok((inst, id))
 }
 
+/// The default user recorded in the instance's boot context on this host (saves an API call).
+fn boot_context_user(data_dir: &Path, id: &str) -> Option<String> {
+    let path = DataDir::new(data_dir)
+        .path("volumes")
+        .join(id)
+        .join("upper")
+        .join(crate::runtime::BOOT_CONTEXT.trim_start_matches('/'));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    v["default_user"].as_str().map(str::to_string)
+}
+
 /// The default user of the instance's AMI (from its manifest on this host).
 pub(crate) fn default_user(client: &Client, image_id: &str) -> String {
     let fallback = "root".to_string();
@@ -245,9 +256,11 @@ pub(crate) fn default_user(client: &Client, image_id: &str) -> String {
 pub fn exec(common: &Common, a: ExecArgs) -> Result<(), CliError> {
     let client = Client::new(&common.data_dir)?;
     let (inst, id) = resolve_running(&client, &a.instance)?;
-    let user = a
-        .user
-        .unwrap_or_else(|| default_user(&client, &inst.text_of("imageId")));
+    let user = match a.user {
+        Some(u) => u,
+        None => boot_context_user(&common.data_dir, &id)
+            .unwrap_or_else(|| default_user(&client, &inst.text_of("imageId"))),
+    };
     let run_dir = DataDir::new(&common.data_dir).path("run").join(&id);
     let state_file = run_dir.join("init.json");
     let v: serde_json::Value = std::fs::read(&state_file)

@@ -170,8 +170,16 @@ impl Front {
         init_pid: i32,
     ) {
         loop {
-            let Ok((client, peer)) = listener.accept().await else {
-                continue;
+            let (client, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    if let Some(suppressed) = self.denied_log.check() {
+                        tracing::warn!(instance = %id, port, error = %e, suppressed, "front accept failed");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let me = self.clone();
             let id = id.clone();
