@@ -132,3 +132,26 @@ fn kill_9_during_a_launch_leaves_everything_consistent() {
         }
     }
 }
+
+#[test]
+fn shutdown_during_terminations_leaves_no_cgroups() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let ids = d.run_instances(&["--count", "10"]);
+    // Terminations run in the background; stop the daemon right after asking for them.
+    d.aws_json(
+        &[
+            &["ec2", "terminate-instances", "--instance-ids"][..],
+            &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    );
+    assert!(d.stop().success());
+    let left: Vec<String> = instance_cgroups()
+        .into_iter()
+        .filter(|c| ids.contains(c))
+        .collect();
+    assert!(left.is_empty(), "cgroups left after shutdown: {left:?}");
+}

@@ -64,6 +64,9 @@ pub struct Runtime {
     gateway: OnceLock<(Arc<Gateway>, u16)>,
     router: OnceLock<Router>,
     front: OnceLock<Arc<Front>>,
+    /// Stops under way (their own threads): shutdown waits for them, or their cgroups would
+    /// be left behind.
+    stops_in_flight: std::sync::atomic::AtomicUsize,
     live: Mutex<HashMap<String, Live>>,
 }
 
@@ -77,6 +80,7 @@ impl Runtime {
             gateway: OnceLock::new(),
             router: OnceLock::new(),
             front: OnceLock::new(),
+            stops_in_flight: std::sync::atomic::AtomicUsize::new(0),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -209,6 +213,11 @@ impl Runtime {
                 s.spawn(|| Host::stop(self, id));
             }
         });
+        // Stops and terminations that were already running on their own threads.
+        let deadline = Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(10);
+        while self.stops_in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// First boot: the instance's own files in its upper layer.
@@ -507,14 +516,20 @@ impl Host for Arc<Runtime> {
     }
 
     fn stop(&self, instance_id: &str) {
+        // Counted before the instance leaves the live map, so shutdown never misses it.
+        self.stops_in_flight.fetch_add(1, Ordering::SeqCst);
         let live = self.live().remove(instance_id);
-        let Some(l) = live else { return };
+        let Some(l) = live else {
+            self.stops_in_flight.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
         l.stopping.store(true, Ordering::SeqCst);
         self.stop_ssh(l.ssh_addr);
         self.remove_front(instance_id);
         if let Err(e) = sandbox::stop(&l.running, SHUTDOWN_GRACE + Duration::from_secs(3)) {
             tracing::error!(instance = %instance_id, error = %e, "stop did not clean up fully");
         }
+        self.stops_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn destroy(&self, instance_id: &str) {
