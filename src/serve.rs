@@ -101,6 +101,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         runtime.set_gateway(crate::gateway::Gateway::new(PathBuf::from("/proc/self/exe")), args.ssh_port);
         cloud.set_host(Arc::new(runtime.clone()));
         runtime.start_network().map_err(|e| anyhow::anyhow!(e))?;
+        warn_if_ssh_port_taken(&args);
         {
             let (cloud, runtime) = (cloud.clone(), runtime.clone());
             tokio::task::spawn_blocking(move || {
@@ -142,6 +143,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("ec2lab stopped");
         anyhow::Ok(())
     })
+}
+
+/// The gateway listens on each public IP at --ssh-port; a host service bound to 0.0.0.0 on that
+/// port (a local sshd on 22) makes that impossible. Says so once, with the way out.
+fn warn_if_ssh_port_taken(args: &ServeArgs) {
+    let probe = std::net::SocketAddr::from((args.public_cidr.broadcast(), args.ssh_port));
+    if let Err(e) = std::net::TcpListener::bind(probe) {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            tracing::warn!(
+                port = args.ssh_port,
+                "SSH port taken on the public addresses"
+            );
+            eprintln!(
+                "ec2lab: warning: port {} is taken on 127.x addresses (is an sshd listening on 0.0.0.0:{}?): SSH to instances will not work; restart with --ssh-port 2222",
+                args.ssh_port, args.ssh_port
+            );
+        }
+    }
 }
 
 fn valid_region(r: &str) -> bool {

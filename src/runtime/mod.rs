@@ -492,13 +492,12 @@ impl Host for Arc<Runtime> {
             }
         };
         let t_ssh = Instant::now();
-        let ssh_addr = match self.start_ssh(inst, image, &running) {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = sandbox::stop(&running, Duration::from_secs(1));
-                return Err(e);
-            }
-        };
+        // A host service on the same port (an sshd on 0.0.0.0:22) blocks the gateway: the
+        // instance still runs (exec, IMDS, front ports); the daemon warned at start-up.
+        let ssh_addr = self.start_ssh(inst, image, &running).unwrap_or_else(|e| {
+            tracing::error!(instance = %inst.id, error = %e, "no SSH for this instance");
+            None
+        });
         let stopping = Arc::new(AtomicBool::new(false));
         self.live().insert(
             inst.id.clone(),
