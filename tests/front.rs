@@ -76,14 +76,7 @@ fn rules_are_enforced_live_on_public_ips() {
     ])[0]
         .clone();
     let b = d.run_instances(&["--security-group-ids", &app])[0].clone();
-    let ip_of = |id: &str| {
-        let v = d.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
-        v["Reservations"][0]["Instances"][0]["PublicIpAddress"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (ip, ip_b) = (ip_of(&a), ip_of(&b));
+    let (ip, ip_b) = (d.public_ip(&a).unwrap(), d.public_ip(&b).unwrap());
     let url = format!("http://{ip}/");
     eventually("the page from 127.0.0.1", || {
         curl_from("127.0.0.1", &url).is_some_and(|p| p.contains("page of ip-"))

@@ -103,12 +103,7 @@ fn web_server_lab_with_elastic_ip() {
             .clone()
     };
     let (a, b) = (run("ap-northeast-2a"), run("ap-northeast-2c"));
-    let ip = |id: &str| {
-        let v = d.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
-        v["Reservations"][0]["Instances"][0]["PublicIpAddress"]
-            .as_str()
-            .map(str::to_string)
-    };
+    let ip = |id: &str| d.public_ip(id);
     let (ip_a, ip_b) = (ip(&a).unwrap(), ip(&b).unwrap());
     let pa = wait_page(&format!("http://{ip_a}/"), &a);
     assert!(pa.contains("ap-northeast-2a"), "{pa}");

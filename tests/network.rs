@@ -7,13 +7,6 @@ use std::process::Command;
 
 use common::*;
 
-fn public_ip(d: &Daemon, id: &str) -> Option<String> {
-    let v = d.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
-    v["Reservations"][0]["Instances"][0]["PublicIpAddress"]
-        .as_str()
-        .map(str::to_string)
-}
-
 /// The ed25519 host key the SSH gateway presents on `ip`.
 fn scanned_key(d: &Daemon, ip: &str) -> String {
     let out = run_ok(Command::new("ssh-keyscan").args([
@@ -314,7 +307,7 @@ fn elastic_ip_moves_between_instances_with_their_host_keys() {
     d.open_ssh();
     let a = d.run_instances(&[])[0].clone();
     let b = d.run_instances(&[])[0].clone();
-    let auto_a = public_ip(&d, &a).unwrap();
+    let auto_a = d.public_ip(&a).unwrap();
     let eip = d.aws_json(&["ec2", "allocate-address", "--domain", "vpc"]);
     let (alloc, ip) = (
         eip["AllocationId"].as_str().unwrap().to_string(),
@@ -337,7 +330,7 @@ fn elastic_ip_moves_between_instances_with_their_host_keys() {
             .unwrap()
             .starts_with("eipassoc-")
     );
-    assert_eq!(public_ip(&d, &a).as_deref(), Some(ip.as_str()));
+    assert_eq!(d.public_ip(&a).as_deref(), Some(ip.as_str()));
     assert_eq!(
         scanned_key(&d, &ip),
         instance_key(&d, &a),
@@ -369,8 +362,8 @@ fn elastic_ip_moves_between_instances_with_their_host_keys() {
         "--instance-id",
         &b,
     ]);
-    assert_eq!(public_ip(&d, &b).as_deref(), Some(ip.as_str()));
-    let new_a = public_ip(&d, &a).unwrap();
+    assert_eq!(d.public_ip(&b).as_deref(), Some(ip.as_str()));
+    let new_a = d.public_ip(&a).unwrap();
     assert_ne!(new_a, ip);
     assert_eq!(
         scanned_key(&d, &ip),
@@ -390,11 +383,11 @@ fn elastic_ip_moves_between_instances_with_their_host_keys() {
     d.aws_json(&["ec2", "stop-instances", "--instance-ids", &a, &b]);
     d.wait_state(&a, "stopped");
     d.wait_state(&b, "stopped");
-    assert_eq!(public_ip(&d, &a), None);
-    assert_eq!(public_ip(&d, &b).as_deref(), Some(ip.as_str()));
+    assert_eq!(d.public_ip(&a), None);
+    assert_eq!(d.public_ip(&b).as_deref(), Some(ip.as_str()));
     d.aws_json(&["ec2", "start-instances", "--instance-ids", &a, &b]);
     d.wait_state(&b, "running");
-    assert_eq!(public_ip(&d, &b).as_deref(), Some(ip.as_str()));
+    assert_eq!(d.public_ip(&b).as_deref(), Some(ip.as_str()));
     assert_eq!(scanned_key(&d, &ip), instance_key(&d, &b));
 
     // Terminate B: the EIP stays allocated, unassociated; a terminated instance refuses it.
@@ -427,7 +420,7 @@ fn elastic_ip_moves_between_instances_with_their_host_keys() {
         "--association-id",
         assoc["AssociationId"].as_str().unwrap(),
     ]);
-    assert_ne!(public_ip(&d, &a).as_deref(), Some(ip.as_str()));
+    assert_ne!(d.public_ip(&a).as_deref(), Some(ip.as_str()));
     d.aws_json(&["ec2", "release-address", "--allocation-id", &alloc]);
     d.aws_err(
         &["ec2", "release-address", "--allocation-id", &alloc],

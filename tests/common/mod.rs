@@ -412,6 +412,14 @@ impl Daemon {
             .collect()
     }
 
+    /// The instance's public IP (auto-assigned or Elastic), as DescribeInstances shows it.
+    pub fn public_ip(&self, id: &str) -> Option<String> {
+        let v = self.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
+        v["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+            .as_str()
+            .map(str::to_string)
+    }
+
     pub fn state_of(&self, id: &str) -> String {
         let v = self.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
         v["Reservations"][0]["Instances"][0]["State"]["Name"]
