@@ -15,6 +15,7 @@
 //!                     console.prev (console output across daemon restarts)
 //! DIR/run/<id>/       runtime: console.log, init.json, rootfs mount point
 //! DIR/vpc-router.netns the VPC router's network namespace (a bind mount; see `sandbox::vpc`)
+//! DIR/spares/         volumes with host keys made ahead, claimed by first boots (a rename)
 //! ```
 
 mod metadata;
@@ -45,6 +46,8 @@ pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const BOOT_CONTEXT: &str = "/var/lib/ec2lab/boot.json";
 /// How long an instance's processes get between SIGTERM and SIGKILL when it stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Spare volumes kept ready for first boots.
+pub const SPARE_VOLUMES: usize = 4;
 /// Console output kept for GetConsoleOutput, as on AWS.
 pub const CONSOLE_TAIL: u64 = 64 * 1024;
 
@@ -64,6 +67,8 @@ pub struct Runtime {
     gateway: OnceLock<(Arc<Gateway>, u16)>,
     router: OnceLock<Router>,
     front: OnceLock<Arc<Front>>,
+    /// A thread is filling the spare volumes.
+    refilling: AtomicBool,
     /// Stops under way (their own threads): shutdown waits for them, or their cgroups would
     /// be left behind.
     stops_in_flight: std::sync::atomic::AtomicUsize,
@@ -81,6 +86,7 @@ impl Runtime {
             router: OnceLock::new(),
             front: OnceLock::new(),
             stops_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            refilling: AtomicBool::new(false),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -149,6 +155,66 @@ impl Runtime {
 
     pub fn volume_dir(&self, id: &str) -> PathBuf {
         self.data_dir.join("volumes").join(id)
+    }
+
+    /// Where spare volumes (host keys and directories made ahead of launches) wait.
+    fn spare_dir(&self) -> PathBuf {
+        self.data_dir.join("spares")
+    }
+
+    /// Moves a spare volume into place as `volume`; false when none is left (or another launch
+    /// took the same one first).
+    fn claim_spare(&self, volume: &Path) -> bool {
+        let Ok(entries) = fs::read_dir(self.spare_dir()) else {
+            return false;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with("spare-")
+                && !name.to_string_lossy().ends_with(".tmp")
+            {
+                if let Some(parent) = volume.parent() {
+                    let _ = fs::create_dir_all(parent);
+                }
+                if fs::rename(e.path(), volume).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Keeps [`SPARE_VOLUMES`] spares ready, on a background thread (one at a time).
+    pub fn refill_spares(self: &Arc<Self>) {
+        if self.refilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                let have = fs::read_dir(me.spare_dir())
+                    .map(|r| {
+                        r.flatten()
+                            .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                if have >= SPARE_VOLUMES {
+                    break;
+                }
+                let name = format!("spare-{:016x}", rand::random::<u64>());
+                let tmp = me.spare_dir().join(format!("{name}.tmp"));
+                let made = write_host_keys(&tmp).and_then(|()| {
+                    fs::rename(&tmp, me.spare_dir().join(&name)).map_err(|e| e.to_string())
+                });
+                if let Err(e) = made {
+                    let _ = fs::remove_dir_all(&tmp);
+                    tracing::warn!(error = %e, "cannot make a spare volume");
+                    break;
+                }
+            }
+            me.refilling.store(false, Ordering::SeqCst);
+        });
     }
 
     /// The instance's SSH host keys as the gateway reads them (not inside the instance).
@@ -227,20 +293,10 @@ impl Runtime {
         if marker.exists() {
             return Ok(());
         }
-        // The instance's SSH host keys: in its /etc/ssh (printed on its console), and a copy in
-        // the volume dir outside the instance's reach, which the SSH gateway presents.
-        let ssh = upper.join("etc/ssh");
-        let kept = self.host_key_dir(&inst.id);
-        mkdirs(&ssh, 0o755)?;
-        mkdirs(&kept, 0o700)?;
-        for kind in [HostKeyType::Ed25519, HostKeyType::EcdsaP256] {
-            let (private, public) = keys::generate_host_key(kind);
-            let public = format!("{public} root@{}\n", inst.hostname());
-            for dir in [&ssh, &kept] {
-                let path = dir.join(kind.file_name());
-                write_file(&path, private.as_bytes(), 0o600)?;
-                write_file(&path.with_extension("pub"), public.as_bytes(), 0o644)?;
-            }
+        // The host keys and directories come from a spare volume made ahead of time (creating
+        // a dozen files costs milliseconds on a launch); without one, they are made here.
+        if !self.claim_spare(&self.volume_dir(&inst.id)) {
+            write_host_keys(&self.volume_dir(&inst.id))?;
         }
         let region = self
             .cloud()
@@ -365,6 +421,7 @@ impl Runtime {
             }
         });
         let _ = self.router.set(router);
+        self.refill_spares();
         Ok(())
     }
 
@@ -508,6 +565,9 @@ impl Host for Arc<Runtime> {
             },
         );
         let ssh_ms = t_ssh.elapsed().as_secs_f64() * 1000.0;
+        if first_boot {
+            self.refill_spares();
+        }
         self.sync_front(&inst.id, running.init_pid);
         self.watch(running, stopping);
         tracing::info!(instance = %inst.id, ms = t0.elapsed().as_secs_f64() * 1000.0, ssh_ms, "instance booted");
@@ -591,6 +651,26 @@ impl Host for Arc<Runtime> {
             .get(instance_id)
             .is_some_and(|l| sandbox::is_alive(&l.running))
     }
+}
+
+/// Writes a volume's SSH host keys: in `upper/etc/ssh` (the instance's own, printed on its
+/// console; the `.pub` files carry no comment, so the console shows `root@<hostname>`) and a
+/// copy in `host_keys/`, outside the instance's reach, which the SSH gateway presents.
+fn write_host_keys(volume: &Path) -> Result<(), String> {
+    let ssh = volume.join("upper/etc/ssh");
+    let kept = volume.join("host_keys");
+    mkdirs(&ssh, 0o755)?;
+    mkdirs(&kept, 0o700)?;
+    for kind in [HostKeyType::Ed25519, HostKeyType::EcdsaP256] {
+        let (private, public) = keys::generate_host_key(kind);
+        let public = format!("{public}\n");
+        for dir in [&ssh, &kept] {
+            let path = dir.join(kind.file_name());
+            write_file(&path, private.as_bytes(), 0o600)?;
+            write_file(&path.with_extension("pub"), public.as_bytes(), 0o644)?;
+        }
+    }
+    Ok(())
 }
 
 /// The login banner: which instance this is, as a learner wants to see it.
