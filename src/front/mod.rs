@@ -24,6 +24,21 @@ pub const COMMON_PORTS: &[u16] = &[
     80, 443, 3000, 3306, 5000, 5432, 6379, 8000, 8080, 8443, 8888, 9000,
 ];
 
+/// Binds `addr`, retrying for up to a second while it is in use: a listener just aborted on the
+/// same address (an Elastic IP moving between instances) closes when its task is next polled.
+fn bind_retrying(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let mut tries = 0;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The TCP ports the groups open (22 and the SSH port excluded: those are the gateway's).
 pub fn ports_to_listen(groups: &[SecurityGroup], ssh_port: u16) -> BTreeSet<u16> {
     let mut out = BTreeSet::new();
@@ -123,7 +138,7 @@ impl Front {
                 continue;
             }
             let addr = SocketAddr::from((ip, port));
-            let std_listener = match std::net::TcpListener::bind(addr) {
+            let std_listener = match bind_retrying(addr) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(instance = %instance_id, %addr, error = %e, "cannot open a front listener");

@@ -151,7 +151,16 @@ impl Gateway {
             SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
         };
         sock.set_reuseaddr(true)?;
-        sock.bind(addr)?;
+        // A listener just removed from this address (an Elastic IP moving between instances)
+        // closes when its aborted task is next polled: retry a busy address for up to a second.
+        let mut tries = 0;
+        while let Err(e) = sock.bind(addr) {
+            if e.kind() != io::ErrorKind::AddrInUse || tries == 20 {
+                return Err(e);
+            }
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let listener = sock.listen(1024)?;
         let ctx = Arc::new(RouteCtx {
             config: Arc::new(server_config(keys)),
