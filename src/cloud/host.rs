@@ -15,8 +15,6 @@ pub trait Host: Send + Sync {
     fn destroy(&self, instance_id: &str);
     /// The most recent console output (at most 64 KiB).
     fn console(&self, instance_id: &str) -> Vec<u8>;
-    /// Whether the sandbox is up.
-    fn is_running(&self, instance_id: &str) -> bool;
     /// The instance's public IP changed while it may be running (an Elastic IP came or went):
     /// listeners on its old address move to the new one.
     fn public_ip_changed(&self, _inst: &Instance) {}
@@ -35,8 +33,5 @@ impl Host for NoHost {
     fn destroy(&self, _: &str) {}
     fn console(&self, _: &str) -> Vec<u8> {
         Vec::new()
-    }
-    fn is_running(&self, _: &str) -> bool {
-        false
     }
 }

@@ -811,8 +811,8 @@ impl Cloud {
             .collect())
     }
 
-    /// The image to boot an instance from. A deregistered image still boots the instances made
-    /// from it, as long as its directory exists (the record is rebuilt from the instance).
+    /// The image to boot an instance from. Its record must still exist: an instance whose AMI
+    /// was deregistered cannot be started again (EC2 allows it; not supported yet).
     fn image_for_boot(&self, i: &Instance) -> Result<Image, AwsError> {
         self.image(&i.image_id)
     }

@@ -168,14 +168,6 @@ impl Front {
         }
     }
 
-    /// The ports listened on for an instance (for `ec2lab why` and tests).
-    pub fn ports(&self, instance_id: &str) -> Vec<u16> {
-        self.lock()
-            .get(instance_id)
-            .map(|(_, m)| m.keys().copied().collect())
-            .unwrap_or_default()
-    }
-
     async fn accept_loop(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,

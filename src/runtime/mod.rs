@@ -230,11 +230,6 @@ impl Runtime {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The running sandbox of an instance (for `ec2lab exec` and the SSH gateway).
-    pub fn running(&self, id: &str) -> Option<Running> {
-        self.live().get(id).map(|l| l.running.clone())
-    }
-
     /// At daemon start, before anything boots: kills and removes whatever a previous daemon on
     /// this data dir left (processes, cgroups, runtime dirs), keeping each instance's console
     /// output. Only instances of this data dir are touched — recorded ones and those with a
@@ -644,12 +639,6 @@ impl Host for Arc<Runtime> {
         for (id, pid) in live {
             self.sync_front(&id, pid);
         }
-    }
-
-    fn is_running(&self, instance_id: &str) -> bool {
-        self.live()
-            .get(instance_id)
-            .is_some_and(|l| sandbox::is_alive(&l.running))
     }
 }
 
