@@ -229,8 +229,7 @@ fn boot_context_user(data_dir: &Path, id: &str) -> Option<String> {
     let path = DataDir::new(data_dir)
         .path("volumes")
         .join(id)
-        .join("upper")
-        .join(crate::runtime::BOOT_CONTEXT.trim_start_matches('/'));
+        .join(crate::runtime::BOOT_CONTEXT);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     v["default_user"].as_str().map(str::to_string)
 }

@@ -1,16 +1,16 @@
-//! Reading an instance's files from the daemon without trusting the instance: every path is
-//! resolved with `openat2(RESOLVE_IN_ROOT)` against a directory descriptor of
-//! `/proc/<init>/root`, so symlinks planted by the instance's root (`authorized_keys ->
-//! /etc/shadow` of the host, `..` chains) stay inside the instance. Only regular files are read
-//! (opened `O_NONBLOCK`, so a FIFO cannot stall the daemon), and only up to a size limit.
+//! Reading an instance's files from the daemon without trusting the instance, through
+//! `sandbox::guestfs` against `/proc/<init>/root`: symlinks planted by the instance's root
+//! (`authorized_keys -> /etc/shadow` of the host, `..` chains) stay inside the instance, only
+//! regular files are read (a FIFO or device is never opened, so nothing stalls the daemon), and
+//! only up to a size limit.
 //!
 //! Order: verify PID 1 (pid + start time) → open its root → resolve/read → verify PID 1 again
 //! (a recycled pid cannot slip in between unnoticed). No namespace is entered: these are plain
 //! file operations, cheap enough for `spawn_blocking`.
 
-use std::ffi::CString;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io;
+
+use crate::sandbox::guestfs::GuestDir;
 
 /// A user from the instance's /etc/passwd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct InstanceUser {
 
 /// The root directory of a running instance, pinned by a descriptor.
 pub struct InstanceRoot {
-    root: OwnedFd,
+    root: GuestDir,
     init_pid: i32,
     start_time: u64,
 }
@@ -51,33 +51,12 @@ pub fn same_process(pid: i32, start_time: u64) -> bool {
     }
 }
 
-fn open_how(flags: i32, mode: u64) -> libc::open_how {
-    // SAFETY: open_how is plain data; zero is a valid value for every field.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = mode;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    how
-}
-
 impl InstanceRoot {
     pub fn open(init_pid: i32, start_time: u64) -> io::Result<InstanceRoot> {
         if !same_process(init_pid, start_time) {
             return Err(gone(init_pid));
         }
-        let path = CString::new(format!("/proc/{init_pid}/root")).expect("no nul");
-        // SAFETY: valid nul-terminated path; on success we own the descriptor.
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptor from open(2).
-        let root = unsafe { OwnedFd::from_raw_fd(fd) };
+        let root = GuestDir::of_process(init_pid)?;
         if !same_process(init_pid, start_time) {
             return Err(gone(init_pid));
         }
@@ -88,40 +67,9 @@ impl InstanceRoot {
         })
     }
 
-    fn openat2(&self, path: &str, flags: i32) -> io::Result<OwnedFd> {
-        let cpath = CString::new(path)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains nul"))?;
-        let how = open_how(flags, 0);
-        // SAFETY: openat2 with a valid dirfd, path and open_how of the size we pass.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.root.as_raw_fd(),
-                cpath.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptor from openat2(2).
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-    }
-
     /// Reads a regular file inside the instance, at most `max` bytes.
     pub fn read(&self, path: &str, max: u64) -> io::Result<Vec<u8>> {
-        let fd = self.openat2(path, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)?;
-        let mut f = std::fs::File::from(fd);
-        let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{path} is not a regular file"),
-            ));
-        }
-        let mut buf = Vec::new();
-        (&mut f).take(max).read_to_end(&mut buf)?;
+        let buf = self.root.read(path, max)?;
         if !same_process(self.init_pid, self.start_time) {
             return Err(gone(self.init_pid));
         }
@@ -130,11 +78,7 @@ impl InstanceRoot {
 
     /// Is `path` a regular file with an execute bit, inside the instance?
     pub fn is_executable(&self, path: &str) -> bool {
-        use std::os::unix::fs::PermissionsExt;
-        self.openat2(path, libc::O_PATH)
-            .map(std::fs::File::from)
-            .and_then(|f| f.metadata())
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        self.root.is_executable(path)
     }
 
     /// Looks `name` up in the instance's /etc/passwd.
@@ -209,13 +153,8 @@ mod tests {
             dir.path().join("home/u/.ssh/authorized_keys"),
         )
         .unwrap();
-        let path = CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: valid path; we own the result.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
-        assert!(fd >= 0);
         let root = InstanceRoot {
-            // SAFETY: fresh descriptor.
-            root: unsafe { OwnedFd::from_raw_fd(fd) },
+            root: GuestDir::open(dir.path()).unwrap(),
             init_pid: std::process::id() as i32,
             start_time: 0,
         };

@@ -6,13 +6,16 @@
 //! on 169.254.169.254:80 in it, answering each instance by its source address.
 //!
 //! Start of an instance: (first boot) create the root volume and write the instance's own files
-//! into its upper layer — SSH host keys, hostname, hosts, machine-id → write the boot context
-//! the instance's PID 1 reads (user data, launch key) → `sandbox::launch` (its `eth0` is a veth
-//! to the router) → the SSH gateway's listener on its public IP → watch PID 1's pidfd.
+//! into its upper layer through `sandbox::guestfs` (never by plain path: the instance's root may
+//! have planted symlinks or FIFOs there) — SSH host keys, hostname, hosts, machine-id → the boot
+//! context (user data, launch key), kept in the volume dir *outside* the instance and handed to
+//! its PID 1 in memory → `sandbox::launch` (its `eth0` is a veth to the router) → the SSH
+//! gateway's listener on its public IP → watch PID 1's pidfd.
 //!
 //! ```text
 //! DIR/volumes/<id>/   root volume: upper/ work/ (overlay), host_keys/ (the gateway's copy),
-//!                     console.prev (console output across daemon restarts)
+//!                     boot.json (the boot context), console.prev (console output across
+//!                     daemon restarts) — only upper/ and work/ are the instance's
 //! DIR/run/<id>/       runtime: console.log, init.json, rootfs mount point
 //! DIR/vpc-router.netns the VPC router's network namespace (a bind mount; see `sandbox::vpc`)
 //! DIR/spares/         volumes with host keys made ahead, claimed by first boots (a rename)
@@ -36,14 +39,15 @@ use crate::cloud::{Cloud, Host, Image, Instance, InstanceState, catalog};
 use crate::front::Front;
 use crate::gateway::{Admit, Gateway, Route};
 use crate::keys::{self, HostKeyType};
+use crate::sandbox::guestfs::GuestDir;
 use crate::sandbox::vpc::Router;
 use crate::sandbox::{self, InitExit, LaunchSpec, Limits, Running};
 use crate::userdata::BootContext;
 
 /// The metadata service's address inside every instance.
 pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
-/// Where the daemon puts the boot context inside the instance.
-pub const BOOT_CONTEXT: &str = "/var/lib/ec2lab/boot.json";
+/// The boot context's file in the volume dir (host side; the instance never sees it).
+pub const BOOT_CONTEXT: &str = "boot.json";
 /// How long an instance's processes get between SIGTERM and SIGKILL when it stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Spare volumes kept ready for first boots.
@@ -283,7 +287,6 @@ impl Runtime {
 
     /// First boot: the instance's own files in its upper layer.
     fn prepare_volume(&self, inst: &Instance) -> Result<(), String> {
-        let upper = self.volume_dir(&inst.id).join("upper");
         let marker = self.volume_dir(&inst.id).join(".prepared");
         if marker.exists() {
             return Ok(());
@@ -297,22 +300,7 @@ impl Runtime {
             .cloud()
             .map(|c| c.cfg.region.clone())
             .unwrap_or_default();
-        write_file(
-            &upper.join("etc/hostname"),
-            format!("{}\n", inst.hostname()).as_bytes(),
-            0o644,
-        )?;
-        write_file(
-            &upper.join("etc/hosts"),
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{} {}\n",
-                inst.private_ip,
-                inst.private_dns(&region),
-                inst.hostname()
-            )
-            .as_bytes(),
-            0o644,
-        )?;
+        let upper = guest_upper(&self.volume_dir(&inst.id))?;
         let machine_id: String = inst
             .id
             .trim_start_matches("i-")
@@ -320,15 +308,27 @@ impl Runtime {
             .chain("0123456789abcdef".chars().cycle())
             .take(32)
             .collect();
-        write_file(
-            &upper.join("etc/machine-id"),
-            format!("{machine_id}\n").as_bytes(),
-            0o444,
-        )?;
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{} {}\n",
+            inst.private_ip,
+            inst.private_dns(&region),
+            inst.hostname()
+        );
+        for (path, content, mode) in [
+            ("etc/hostname", format!("{}\n", inst.hostname()), 0o644),
+            ("etc/hosts", hosts, 0o644),
+            ("etc/machine-id", format!("{machine_id}\n"), 0o444),
+        ] {
+            upper
+                .write(path, content.as_bytes(), mode)
+                .map_err(|e| format!("write /{path} in the root volume: {e}"))?;
+        }
         write_file(&marker, b"", 0o600)
     }
 
-    fn write_boot_context(&self, inst: &Instance, image: &Image) -> Result<(), String> {
+    /// The boot context PID 1 gets in memory; also kept in the volume dir (host side) for
+    /// `ec2lab exec`'s default user.
+    fn boot_context(&self, inst: &Instance, image: &Image) -> Result<String, String> {
         let ctx = BootContext {
             instance_id: inst.id.clone(),
             default_user: image.default_user.clone(),
@@ -338,17 +338,17 @@ impl Runtime {
             hostname: inst.hostname(),
             cloud_name: "ec2lab".into(),
         };
-        let path = self
-            .volume_dir(&inst.id)
-            .join("upper")
-            .join(BOOT_CONTEXT.trim_start_matches('/'));
-        mkdirs(path.parent().expect("has a parent"), 0o700)?;
+        let json = serde_json::to_string(&ctx).map_err(|e| e.to_string())?;
         // Rewritten from the record at every boot, so no fsync (it cost 2 ms of each launch).
-        let json = serde_json::to_vec(&ctx).map_err(|e| e.to_string())?;
-        write_file(&path, &json, 0o600)
+        write_file(
+            &self.volume_dir(&inst.id).join(BOOT_CONTEXT),
+            json.as_bytes(),
+            0o600,
+        )?;
+        Ok(json)
     }
 
-    fn spec(&self, inst: &Instance, image: &Image) -> LaunchSpec {
+    fn spec(&self, inst: &Instance, image: &Image, boot: String) -> LaunchSpec {
         let t = catalog::instance_type(&inst.instance_type)
             .copied()
             .unwrap_or(catalog::INSTANCE_TYPES[1]);
@@ -382,8 +382,8 @@ impl Runtime {
                 self.exe.display().to_string(),
                 INIT_ARG.to_string(),
                 inst.id.clone(),
-                BOOT_CONTEXT.to_string(),
             ],
+            init_payload: Some(boot),
         }
     }
 
@@ -527,10 +527,11 @@ impl Host for Arc<Runtime> {
             let t = Instant::now();
             self.prepare_volume(inst)?;
             let prep = t.elapsed().as_secs_f64() * 1000.0;
-            self.write_boot_context(inst, image)?;
+            let boot = self.boot_context(inst, image)?;
             tracing::debug!(instance = %inst.id, prepare_ms = prep, boot_ctx_ms = t.elapsed().as_secs_f64() * 1000.0 - prep, "volume ready");
             let t = Instant::now();
-            let r = sandbox::launch(&self.exe, &self.spec(inst, image)).map_err(|e| e.to_string());
+            let r = sandbox::launch(&self.exe, &self.spec(inst, image, boot))
+                .map_err(|e| e.to_string());
             tracing::debug!(instance = %inst.id, ms = t.elapsed().as_secs_f64() * 1000.0, "sandbox launched");
             r
         })();
@@ -646,20 +647,31 @@ impl Host for Arc<Runtime> {
 /// console; the `.pub` files carry no comment, so the console shows `root@<hostname>`) and a
 /// copy in `host_keys/`, outside the instance's reach, which the SSH gateway presents.
 fn write_host_keys(volume: &Path) -> Result<(), String> {
-    let ssh = volume.join("upper/etc/ssh");
     let kept = volume.join("host_keys");
-    mkdirs(&ssh, 0o755)?;
+    mkdirs(&volume.join("upper"), 0o755)?;
     mkdirs(&kept, 0o700)?;
+    let upper = guest_upper(volume)?;
     for kind in [HostKeyType::Ed25519, HostKeyType::EcdsaP256] {
         let (private, public) = keys::generate_host_key(kind);
         let public = format!("{public}\n");
-        for dir in [&ssh, &kept] {
-            let path = dir.join(kind.file_name());
-            write_file(&path, private.as_bytes(), 0o600)?;
-            write_file(&path.with_extension("pub"), public.as_bytes(), 0o644)?;
+        let name = kind.file_name();
+        for (file, content, mode) in [
+            (name.to_string(), &private, 0o600),
+            (format!("{name}.pub"), &public, 0o644),
+        ] {
+            upper
+                .write(&format!("etc/ssh/{file}"), content.as_bytes(), mode)
+                .map_err(|e| format!("write /etc/ssh/{file} in the root volume: {e}"))?;
+            write_file(&kept.join(&file), content.as_bytes(), mode)?;
         }
     }
     Ok(())
+}
+
+/// The root volume's upper layer, for writes that must not follow what the instance planted.
+fn guest_upper(volume: &Path) -> Result<GuestDir, String> {
+    let upper = volume.join("upper");
+    GuestDir::open(&upper).map_err(|e| format!("open {}: {e}", upper.display()))
 }
 
 /// The login banner: which instance this is, as a learner wants to see it.
@@ -711,24 +723,22 @@ fn write_file(p: &Path, content: &[u8], mode: u32) -> Result<(), String> {
         .map_err(|e| format!("chmod {}: {e}", p.display()))
 }
 
-/// Body of the instance's PID 1, called in-process by the launcher with `init_argv`:
-/// `[exe, "__init", <instance id>, <boot context path>]`.
-pub fn init_entry(argv: &[String]) -> ! {
+/// Body of the instance's PID 1, called in-process by the launcher with `init_argv`
+/// (`[exe, "__init", <instance id>]`) and the boot context JSON as the payload.
+pub fn init_entry(argv: &[String], payload: Option<&str>) -> ! {
     let id = argv.get(2).cloned().unwrap_or_default();
-    let ctx_path = PathBuf::from(argv.get(3).cloned().unwrap_or_else(|| BOOT_CONTEXT.into()));
+    let ctx = payload.map(serde_json::from_str::<BootContext>);
     let cfg = sandbox::InitConfig {
         instance_id: id,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    sandbox::init_main(cfg, move || match BootContext::load(&ctx_path) {
-        Ok(ctx) => {
+    sandbox::init_main(cfg, move || match ctx {
+        Some(Ok(ctx)) => {
             if let Err(e) = crate::userdata::boot(&ctx) {
                 println!("ec2lab-init: user data: {e}");
             }
         }
-        Err(e) => println!(
-            "ec2lab-init: cannot read the boot context {}: {e}",
-            ctx_path.display()
-        ),
+        Some(Err(e)) => println!("ec2lab-init: the boot context is not valid: {e}"),
+        None => println!("ec2lab-init: no boot context was handed to init"),
     })
 }

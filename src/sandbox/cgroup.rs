@@ -12,7 +12,7 @@
 //! Order of operations (the plan is pure data so it is unit-tested for v1 and v2):
 //! 1. v2 only: enable `cpu memory pids` in the root's and in `ec2lab`'s `cgroup.subtree_control`
 //! 2. mkdir `ec2lab` (tolerates EEXIST), mkdir `ec2lab/<id>` (an existing empty one is reused)
-//! 3. write limits (memory, cpu quota, pids)
+//! 3. write limits (memory, cpu quota, pids) and, v1, the device allow-list (`ALLOWED_DEVICES`)
 //! 4. the launcher writes its own pid to every `cgroup.procs`, so PID 1 is born inside
 //!
 //! Teardown: kill everything (v2 `cgroup.kill`; else freeze, SIGKILL each pid, thaw, repeat
@@ -32,6 +32,21 @@ use super::{SandboxError, sys};
 pub(crate) const PARENT: &str = "ec2lab";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+/// The device nodes an instance may open or create (v1 `devices.allow` rules): the standard
+/// nodes its /dev holds (null zero full random urandom tty ptmx) and its own ptys. Everything
+/// else — the host's disks, kvm, kmsg, mem, consoles — is denied, whatever node the instance
+/// finds or makes. (On v2 the same list would need a device BPF program: not done yet; there
+/// nodev mounts and the missing CAP_MKNOD hold alone.)
+pub(crate) const ALLOWED_DEVICES: &[&str] = &[
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 /// CFS period used for the vCPU quota (100 ms, the kernel default).
 pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 
@@ -67,6 +82,8 @@ pub(crate) enum Layout {
         cpu: PathBuf,
         pids: PathBuf,
         freezer: Option<PathBuf>,
+        /// The device controller (the allow-list of device nodes), when mounted.
+        devices: Option<PathBuf>,
     },
     V2 {
         root: PathBuf,
@@ -131,7 +148,7 @@ fn detect() -> Result<Layout, String> {
 
 /// Finds the v1 hierarchies we use in a mountinfo text.
 pub(crate) fn parse_v1_layout(mountinfo: &str) -> Result<Layout, String> {
-    let (mut memory, mut cpu, mut pids, mut freezer) = (None, None, None, None);
+    let (mut memory, mut cpu, mut pids, mut freezer, mut devices) = (None, None, None, None, None);
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
@@ -151,6 +168,7 @@ pub(crate) fn parse_v1_layout(mountinfo: &str) -> Result<Layout, String> {
                 "cpu" => &mut cpu,
                 "pids" => &mut pids,
                 "freezer" => &mut freezer,
+                "devices" => &mut devices,
                 _ => continue,
             };
             slot.get_or_insert_with(|| mnt.clone());
@@ -164,6 +182,7 @@ pub(crate) fn parse_v1_layout(mountinfo: &str) -> Result<Layout, String> {
         cpu: need(cpu, "cpu")?,
         pids: need(pids, "pids")?,
         freezer,
+        devices,
     })
 }
 
@@ -195,11 +214,13 @@ impl Layout {
                 cpu,
                 pids,
                 freezer,
+                devices,
             } => {
                 let d = |h: &Path| h.join(PARENT).join(id);
                 let mut dirs = vec![d(memory), d(cpu), d(pids)];
                 let freezer_dir = freezer.as_deref().map(d);
                 dirs.extend(freezer_dir.clone());
+                dirs.extend(devices.as_deref().map(d));
                 CgroupPaths {
                     version: CgroupVersion::V1,
                     procs_dir: d(pids),
@@ -227,9 +248,11 @@ impl Layout {
                 cpu,
                 pids,
                 freezer,
+                devices,
             } => {
                 let mut v = vec![pids.join(PARENT), memory.join(PARENT), cpu.join(PARENT)];
                 v.extend(freezer.as_ref().map(|f| f.join(PARENT)));
+                v.extend(devices.as_ref().map(|f| f.join(PARENT)));
                 v
             }
             Layout::V2 { root } => vec![root.join(PARENT)],
@@ -253,6 +276,7 @@ impl Layout {
                 cpu,
                 pids: pids_h,
                 freezer,
+                devices,
             } => {
                 for h in [Some(memory), Some(cpu), Some(pids_h), freezer.as_ref()]
                     .into_iter()
@@ -286,6 +310,19 @@ impl Layout {
                     file: p.join("pids.max"),
                     value: pids,
                 });
+                if let Some(dev) = devices {
+                    let d = dev.join(PARENT).join(id);
+                    ops.push(Op::MkdirParent(dev.join(PARENT)));
+                    ops.push(Op::MkdirInstance(d.clone()));
+                    ops.push(Op::Write {
+                        file: d.join("devices.deny"),
+                        value: "a".into(),
+                    });
+                    ops.extend(ALLOWED_DEVICES.iter().map(|rule| Op::Write {
+                        file: d.join("devices.allow"),
+                        value: (*rule).into(),
+                    }));
+                }
             }
             Layout::V2 { root } => {
                 let parent = root.join(PARENT);
@@ -559,6 +596,7 @@ mod tests {
 28 26 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
 29 26 0:27 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 30 26 0:28 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+32 26 0:30 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
 31 26 0:29 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
 
@@ -581,6 +619,7 @@ mod tests {
                 cpu: "/sys/fs/cgroup/cpu,cpuacct".into(),
                 pids: "/sys/fs/cgroup/pids".into(),
                 freezer: Some("/sys/fs/cgroup/freezer".into()),
+                devices: Some("/sys/fs/cgroup/devices".into()),
             }
         );
         let e = parse_v1_layout("1 2 0:1 / /x rw - cgroup cgroup rw,cpu\n").unwrap_err();
@@ -612,7 +651,7 @@ mod tests {
             Op::MkdirInstance("/sys/fs/cgroup/freezer/ec2lab/i-1".into())
         );
         assert_eq!(
-            ops[8..],
+            ops[8..13],
             [
                 w(
                     "/sys/fs/cgroup/memory/ec2lab/i-1/memory.limit_in_bytes",
@@ -633,13 +672,31 @@ mod tests {
                 w("/sys/fs/cgroup/pids/ec2lab/i-1/pids.max", "256"),
             ]
         );
+        // Then the device allow-list: deny everything, allow the standard nodes.
+        let dev = "/sys/fs/cgroup/devices/ec2lab/i-1";
+        assert_eq!(ops[14], Op::MkdirInstance(dev.into()));
+        assert_eq!(ops[15], w(&format!("{dev}/devices.deny"), "a"));
+        assert_eq!(ops.len(), 16 + ALLOWED_DEVICES.len());
+        assert!(ops.contains(&w(&format!("{dev}/devices.allow"), "c 1:3 rwm")));
+        assert!(!ops.iter().any(|o| matches!(o, Op::Write { value, .. } if value.starts_with("b ") || value == "c 1:11 rwm")));
         let p = v1().paths("i-1");
         assert_eq!(p.procs_dir, PathBuf::from("/sys/fs/cgroup/pids/ec2lab/i-1"));
-        assert_eq!(p.dirs.len(), 4);
+        assert_eq!(p.dirs.len(), 5);
         assert_eq!(
             p.freezer_dir,
             Some("/sys/fs/cgroup/freezer/ec2lab/i-1".into())
         );
+    }
+
+    #[test]
+    fn every_node_in_dev_is_allowed() {
+        for (name, major, minor) in crate::sandbox::mounts::DEVICES {
+            let rule = format!("c {major}:{minor} rwm");
+            assert!(
+                ALLOWED_DEVICES.contains(&rule.as_str()),
+                "/dev/{name} ({rule})"
+            );
+        }
     }
 
     #[test]

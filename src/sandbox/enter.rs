@@ -1,6 +1,7 @@
 //! Entering a running instance (`ec2lab exec`, the SSH gateway): the `__enter` helper.
 //!
 //! Order (single-threaded helper process, never a daemon thread):
+//! 0. not dumpable (until the exec)
 //! 1. pidfd of the instance's PID 1, checked against its start time (no pid-reuse mistakes)
 //! 2. join the instance's cgroup (before entering its cgroup namespace, which would hide it)
 //! 3. `setns(pidfd, NET|UTS|IPC|CGROUP|PID|MNT)`: one call, all namespaces at once (Linux 5.8+);
@@ -12,7 +13,8 @@
 //!    terminal (the CLI's `-t`) or not a terminal, a pty is made inside the instance's devpts
 //!    and relayed by the helper (caller's terminal in raw mode, SIGWINCH passed on)
 //! 6. fork (the child is in the instance's PID namespace); the child: setsid (+TIOCSCTTY),
-//!    drop to the instance's capability set, groups/gid/uid, cwd = home, login env, exec —
+//!    seccomp filter, fd limit, drop to the instance's capability set, groups/gid/uid,
+//!    cwd = home, login env, exec —
 //!    argv empty = login shell (`-bash`), else argv as given (PATH search)
 //! 7. the parent forwards TERM/INT/HUP/QUIT, waits, and exits with the child's status
 //!    (signal death = 128 + signal; 125 = entering failed, 126/127 = cannot execute / not found)
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::passwd::{self, User};
 use super::pty::{self, copy_winsize, give_tty, is_instance_pty, open_pty_inside};
 use super::sys::{self, Fork, WaitStatus};
-use super::{caps, cgroup, process};
+use super::{caps, cgroup, process, seccomp};
 
 /// `argv[1]` of the enter helper mode.
 pub const ENTER_ARG: &str = "__enter";
@@ -81,6 +83,12 @@ enum Tty {
 
 /// Body of the hidden `__enter` mode.
 pub fn enter_main(json: &str) -> ! {
+    // Not dumpable until exec: once in the instance's namespaces, its root must not ptrace us
+    // nor open our /proc/<pid>/exe, fd/ or mem (we are the host binary, with host caps, until
+    // the exec; exec of the command resets this).
+    if let Err(e) = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0) {
+        fail(format!("prctl(PR_SET_DUMPABLE): {e}"));
+    }
     let spec: EnterSpec =
         serde_json::from_str(json).unwrap_or_else(|e| fail(format!("bad request: {e}")));
 
@@ -261,6 +269,14 @@ fn exec_child(spec: &EnterSpec, user: &User, tty: Tty, last_cap: u32) -> ! {
     }
     if let Err(e) = sys::close_fds_except(&[]) {
         die("close fds", e);
+    }
+    // As in PID 1: the seccomp filter while CAP_SYS_ADMIN is still held, the instance's fd
+    // limit, then the instance's capability set.
+    if let Err(e) = seccomp::install(&seccomp::Policy::instance()) {
+        die("install seccomp filter", e);
+    }
+    if let Err(e) = super::launch::set_fd_limit() {
+        die("set RLIMIT_NOFILE", e);
     }
     if let Err(e) = caps::drop_to_instance_set(last_cap) {
         die("drop capabilities", e);

@@ -23,6 +23,9 @@ use super::spec::{CONSOLE_LOG, INIT_STATE, LaunchSpec, LauncherInput};
 use super::sys::{self, Fork};
 use super::{Running, SandboxError, Step, caps, netns, process};
 
+/// The builtin init, called in PID 1 with `init_argv` and `LaunchSpec::init_payload`.
+pub type InitEntry = fn(&[String], Option<&str>) -> !;
+
 /// `argv[1]` of the launcher helper mode.
 pub const LAUNCH_ARG: &str = "__launch";
 
@@ -282,10 +285,9 @@ fn emit(r: &Report) {
 
 /// Body of the hidden `__launch` mode: reads a `LauncherInput` from stdin, launches, reports
 /// on stdout, exits. In PID 1 (when `init_argv[0]` is the launcher's own binary) it calls
-/// `init_entry(&init_argv)` instead of exec'ing — `init_entry` is the same function `main.rs`
-/// uses for the `__init` mode, so PID 1 runs init from the host binary with the host's
-/// libraries whatever the AMI contains.
-pub fn launcher_main(init_entry: fn(&[String]) -> !) -> ! {
+/// `init_entry(&init_argv, payload)` instead of exec'ing, so PID 1 runs init from the host
+/// binary with the host's libraries whatever the AMI contains.
+pub fn launcher_main(init_entry: InitEntry) -> ! {
     // L1: a clean process: no inherited descriptors beyond stdio, default signal handling.
     let _ = sys::close_fds_except(&[]);
     sys::reset_signals();
@@ -311,7 +313,7 @@ pub fn launcher_main(init_entry: fn(&[String]) -> !) -> ! {
     }
 }
 
-fn run_launcher(input: &LauncherInput, init_entry: fn(&[String]) -> !) -> Result<Report, Report> {
+fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, Report> {
     let spec = &input.spec;
     if let Err(e) = spec.validate() {
         return Err(Report::Failed {
@@ -456,7 +458,7 @@ fn pid1(
     console: File,
     lock: OwnedFd,
     report: OwnedFd,
-    init_entry: fn(&[String]) -> !,
+    init_entry: InitEntry,
 ) -> ! {
     let report_failure = |(step, what, e): OpError| -> ! {
         let f = ChildFailure {
@@ -484,7 +486,7 @@ fn pid1(
             &sys::sigset(&super::init::handled_signals()),
         );
         drop(report);
-        init_entry(argv)
+        init_entry(argv, input.spec.init_payload.as_deref())
     }
     // P10: exec init_argv inside the instance; success closes the pipe (close-on-exec). The
     // volume lock must outlive the exec.
@@ -546,8 +548,12 @@ fn pid1_setup(
         set_cmdline(&spec.init_argv);
     }
 
-    // P8: capabilities. no_new_privs stays off so setuid programs (sudo) work.
+    // P8: the seccomp filter (needs CAP_SYS_ADMIN without no_new_privs), then capabilities.
+    // no_new_privs stays off so setuid programs (sudo) work.
     sys::umask(0o022);
+    super::seccomp::install(&super::seccomp::Policy::instance())
+        .map_err(err(Step::Seccomp, "instance policy"))?;
+    set_fd_limit().map_err(err(Step::DropCaps, "RLIMIT_NOFILE"))?;
     caps::drop_to_instance_set(last_cap).map_err(err(Step::DropCaps, "bounding set"))?;
     // Not dumpable: root inside cannot ptrace init nor open its /proc/1/fd (the console log
     // and volume lock are host files). exec resets this for an exec'd init.
@@ -557,6 +563,21 @@ fn pid1_setup(
     sys::close_fds_except(&[lock.as_raw_fd(), report.as_raw_fd()])
         .map_err(err(Step::CloseFds, ">= 3"))?;
     Ok(())
+}
+
+/// Open files per instance process: systemd's default for services (1024 soft, 524288 hard)
+/// would let one instance pin millions of host file structures; the hard limit here, times
+/// `pids.max`, stays far below the host's `fs.file-max`, and every `struct file` is charged to
+/// the instance's memory cgroup. Without CAP_SYS_RESOURCE the instance cannot raise it.
+pub(crate) const NOFILE: (u64, u64) = (1024, 4096);
+
+pub(crate) fn set_fd_limit() -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: NOFILE.0,
+        rlim_max: NOFILE.1,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    sys::cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }).map(drop)
 }
 
 /// Rewrites our argv area in place so `/proc/1/cmdline` (and `ps`) show `init_argv`, not the

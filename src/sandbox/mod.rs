@@ -21,7 +21,8 @@
 //!   │  P3 hostname   P4 lo up + /32 addresses (rtnetlink)
 //!   │  P5 oom_score_adj -1000 (skipped when the host root lacks CAP_SYS_RESOURCE)
 //!   │  P6 pivot_root + detach old root   P7 /proc/1/cmdline = init_argv (builtin init)
-//!   │  P8 drop capabilities (bounding set; no_new_privs NOT set), not dumpable
+//!   │  P8 seccomp filter (see `seccomp`), drop capabilities (bounding set; no_new_privs NOT
+//!   │     set), RLIMIT_NOFILE, not dumpable
 //!   │  P9 close fds (keep stdio, volume lock, report pipe)
 //!   │  P10 builtin init: close the pipe, call the init entry in-process (init_main)
 //!   │      otherwise: execve(init_argv) inside the instance (pipe closes on success)
@@ -36,8 +37,8 @@
 //! fork into the PID namespace, become the user from the *instance's* passwd, exec.
 //!
 //! What the daemon must do (the contract):
-//! - `main.rs` dispatches `__launch` → `launcher_main(init_entry)`, `__init` →
-//!   `init_entry(&argv)` (which calls `init_main`), `__enter` → `enter_main(argv[2])`, before
+//! - `main.rs` dispatches `__launch` → `launcher_main(init_entry)` (PID 1 calls
+//!   `init_entry(&argv, payload)`, which calls `init_main`), `__enter` → `enter_main(argv[2])`, before
 //!   any runtime starts. `launch`, `stop`, `cleanup_stale` block for milliseconds to seconds:
 //!   call them from `spawn_blocking`.
 //! - `init_argv[0]` = the same `exe` passed to `launch` (e.g. `std::env::current_exe()`), so
@@ -60,11 +61,13 @@
 //!
 //! Files: `spec` (what an instance is), `launch` (L*/P* above), `mounts`, `cgroup` (v1+v2),
 //! `caps`, `netns` (loopback + sockets for the daemon), `init` (PID 1), `enter`, `pty`, `passwd`,
-//! `sys` (the syscall seam: every raw call in one place), `process` (pid + start time).
+//! `sys` (the syscall seam: every raw call in one place), `process` (pid + start time),
+//! `guestfs` (the only way the host reads or writes an instance's files), `seccomp`.
 
 mod caps;
 mod cgroup;
 mod enter;
+pub mod guestfs;
 mod init;
 mod launch;
 mod mounts;
@@ -72,6 +75,7 @@ mod netns;
 mod passwd;
 mod process;
 mod pty;
+pub mod seccomp;
 mod spec;
 mod sys;
 pub mod vpc;
@@ -90,7 +94,7 @@ pub use enter::{ENTER_ARG, EXIT_ENTER_FAILED, EnterSpec, enter_command, enter_ma
 pub use init::{
     EXIT_FAILURE, EXIT_HOST_STOP, EXIT_POWEROFF, EXIT_REBOOT, InitConfig, InitExit, init_main,
 };
-pub use launch::{LAUNCH_ARG, launch, launcher_main};
+pub use launch::{InitEntry, LAUNCH_ARG, launch, launcher_main};
 pub use netns::{bind_in_netns, connect_in_netns};
 pub use pty::open_pty;
 pub use spec::{LaunchSpec, Limits};
@@ -139,6 +143,8 @@ pub enum Step {
     PivotRoot,
     /// P6: detaching the old root.
     DetachOldRoot,
+    /// P8: the seccomp filter.
+    Seccomp,
     /// P8: capability bounding set and dumpable flag.
     DropCaps,
     /// P9: closing inherited descriptors.
@@ -172,6 +178,7 @@ impl fmt::Display for Step {
             Step::OomScore => "set oom_score_adj",
             Step::PivotRoot => "pivot_root into",
             Step::DetachOldRoot => "detach old root",
+            Step::Seccomp => "install seccomp filter",
             Step::DropCaps => "drop capabilities",
             Step::CloseFds => "close inherited fds",
             Step::ExecInit => "exec init",

@@ -3,7 +3,7 @@
 //! `plan` turns a spec into an ordered list of operations (pure, unit-tested); `apply` performs
 //! them. Order:
 //! 1. make every mount private (nothing propagates back to the host)
-//! 2. overlay root at `run_dir/rootfs` (lowers = AMI layers, upper/work in the root volume)
+//! 2. overlay root at `run_dir/rootfs`, nodev (lowers = AMI layers, upper/work in the root volume)
 //! 3. read-only (nodev) binds from the host (`/usr`, …); a host symlink (`/bin -> usr/bin`)
 //!    becomes the same symlink inside when the instance has nothing there
 //! 4. fresh `/proc` with Docker's masked and read-only paths (kcore, sysrq-trigger, /proc/sys…)
@@ -444,11 +444,13 @@ pub(crate) fn apply(rootfs: &Path, ops: &[Op]) -> Result<(), OpError> {
                 let what = format!("{} ({data})", rootfs.display());
                 let data_c =
                     sys::cstring(data).map_err(op_err(Step::MountOverlay, what.clone()))?;
+                // nodev: a device node in the root volume (made before CAP_MKNOD was dropped,
+                // or copied in from a host) can never be opened. setuid stays (sudo).
                 sys::mount(
                     Some(c"overlay"),
                     &rootfs_c,
                     Some(c"overlay"),
-                    0,
+                    NODEV,
                     Some(&data_c),
                 )
                 .map_err(op_err(Step::MountOverlay, what.clone()))?;

@@ -1,8 +1,7 @@
 //! Users as the *instance* sees them: `/etc/passwd` and `/etc/group` read inside its mount
 //! namespace (never the host's, never through NSS/glibc).
 
-use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct User {
@@ -90,22 +89,10 @@ pub(crate) fn group_id(name: &str, group: &str) -> Option<u32> {
     })
 }
 
-/// Reads a small regular file written by the instance: refuses FIFOs and devices (no hang),
-/// caps the size.
+/// Reads a small file of the instance we are in (after `setns` into its mount namespace, "/"
+/// is its root) through `guestfs`: no FIFO, device or symlink out of the tree, bounded size.
 pub(crate) fn read_instance_file(path: &str) -> io::Result<String> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{path} is not a regular file"),
-        ));
-    }
-    let mut s = String::new();
-    f.take(4 << 20).read_to_string(&mut s)?;
-    Ok(s)
+    super::guestfs::GuestDir::open(std::path::Path::new("/"))?.read_text(path, 4 << 20)
 }
 
 #[cfg(test)]

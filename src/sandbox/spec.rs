@@ -41,6 +41,10 @@ pub struct LaunchSpec {
     /// [`launch`]: super::launch
     /// [`launcher_main`]: super::launcher_main
     pub init_argv: Vec<String>,
+    /// Handed to the builtin init in-process (e.g. the boot context): never in an argv, an
+    /// environment or a file the instance can reach. Ignored for an exec'd init.
+    #[serde(default)]
+    pub init_payload: Option<String>,
 }
 
 /// Resource limits from the instance type. `0` means "no limit" for each field.
@@ -224,6 +228,7 @@ pub(crate) fn example_spec() -> LaunchSpec {
             pids_max: 512,
         },
         init_argv: vec!["/usr/local/bin/ec2lab".into(), "__init".into(), "{}".into()],
+        init_payload: None,
     }
 }
 

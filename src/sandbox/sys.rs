@@ -164,6 +164,7 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 // a persisted upper layer can never lead a mount outside the instance's root.
 
 pub(crate) const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+pub(crate) const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 pub(crate) const RESOLVE_IN_ROOT: u64 = 0x10;
 
 #[repr(C)]

@@ -71,8 +71,8 @@ pub fn validate(raw: &[u8]) -> Result<(), UserDataError> {
     Ok(())
 }
 
-/// What an instance needs to know at boot. The daemon writes it into the instance (e.g. as
-/// `/run/ec2lab/boot.json` with [`BootContext::save`]) before PID 1 calls [`boot`].
+/// What an instance needs to know at boot. The daemon hands it to the instance's PID 1 in
+/// memory (as JSON, never through a file the instance can reach) before PID 1 calls [`boot`].
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootContext {
     pub instance_id: String,
