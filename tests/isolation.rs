@@ -164,3 +164,53 @@ fn memory_and_pids_limits_hold_and_the_host_stays_responsive() {
         "cgroup of the stopped instance is gone"
     );
 }
+
+#[test]
+fn instance_root_is_an_unprivileged_host_uid_range() {
+    // The instance's root is root inside (files owned by root look root-owned, sudo works) but
+    // an unprivileged uid range on the host: what it creates lands on the host as that range.
+    if !prerequisites(&["aws", "sudo"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let a = &d.run_instances(&[])[0];
+    let out = d.exec_ok(
+        a,
+        Some("root"),
+        "cat /proc/self/uid_map; id -u; stat -c %u /etc/passwd /usr/bin/sudo; \
+         touch /root/made-inside; stat -c %u /root/made-inside",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let map: Vec<u64> = lines[0]
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(map[0], 0, "{out}");
+    assert!(
+        map[1] >= 1 << 20,
+        "root inside is host uid {}: {out}",
+        map[1]
+    );
+    assert_eq!(map[2], 65536, "{out}");
+    assert_eq!(&lines[1..], ["0", "0", "0", "0"], "{out}");
+    // On the host, the file belongs to the instance's range, not to root.
+    let made = d
+        .data_dir
+        .join(format!("volumes/{a}/upper/root/made-inside"));
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).unwrap());
+    assert_eq!(u64::from(uid), map[1], "{}", made.display());
+    // sudo (setuid root through the idmapped /usr) still works for the default user.
+    assert_eq!(d.exec_ok(a, None, "sudo -n id -u").trim(), "0");
+    // The instance's processes run as that uid on the host.
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "uid=,args="])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    let init = ps
+        .lines()
+        .find(|l| l.contains(&format!(" __init {a}")))
+        .unwrap_or_else(|| panic!("no init of {a} on the host:\n{ps}"));
+    let init_uid: u64 = init.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(init_uid, map[1], "the instance's init runs as {init}");
+}

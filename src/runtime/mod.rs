@@ -384,6 +384,7 @@ impl Runtime {
                 inst.id.clone(),
             ],
             init_payload: Some(boot),
+            user_namespace: true,
         }
     }
 

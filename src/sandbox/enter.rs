@@ -5,13 +5,17 @@
 //! 1. pidfd of the instance's PID 1, checked against its start time (no pid-reuse mistakes)
 //! 2. join the instance's cgroup (before entering its cgroup namespace, which would hide it)
 //! 3. `setns(pidfd, NET|UTS|IPC|CGROUP|PID|MNT)`: one call, all namespaces at once (Linux 5.8+);
-//!    the kernel switches the mount namespace last and atomically
+//!    the kernel switches the mount namespace last and atomically. The user namespace comes
+//!    later (5b): these namespaces belong to the host's, which a member of the instance's
+//!    could not join
 //! 4. look the user up in the instance's own /etc/passwd and /etc/group
 //! 5. tty: a fresh terminal passed as stdin becomes the controlling terminal directly — best
 //!    one from `open_pty` (the instance's own devpts: `/dev/pts/N` inside, given to the user),
 //!    which is what the SSH gateway should use; if stdin is the caller's own controlling
 //!    terminal (the CLI's `-t`) or not a terminal, a pty is made inside the instance's devpts
-//!    and relayed by the helper (caller's terminal in raw mode, SIGWINCH passed on)
+//!    and relayed by the helper (caller's terminal in raw mode, SIGWINCH passed on);
+//!    terminals are chowned to the user's *host* ids (its uid_map) while still host root
+//! 5b. join the instance's user namespace as its root
 //! 6. fork (the child is in the instance's PID namespace); the child: setsid (+TIOCSCTTY),
 //!    seccomp filter, fd limit, drop to the instance's capability set, groups/gid/uid,
 //!    cwd = home, login env, exec —
@@ -29,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::passwd::{self, User};
 use super::pty::{self, copy_winsize, give_tty, is_instance_pty, open_pty_inside};
 use super::sys::{self, Fork, WaitStatus};
-use super::{caps, cgroup, process, seccomp};
+use super::{caps, cgroup, process, seccomp, userns};
 
 /// `argv[1]` of the enter helper mode.
 pub const ENTER_ARG: &str = "__enter";
@@ -113,8 +117,18 @@ pub fn enter_main(json: &str) -> ! {
     let paths = cgroup::layout().unwrap_or_else(|e| fail(e)).paths(&id);
     cgroup::join(&paths, sys::getpid()).unwrap_or_else(|e| fail(e));
     let last_cap = caps::last_cap();
+    // Its user namespace's id maps (host view), to give a terminal to a user inside.
+    let map = |kind: &str| {
+        let p = format!("/proc/{}/{kind}", spec.init_pid);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| fail(format!("read {p}: {e}")))
+    };
+    let (uid_map, gid_map) = (map("uid_map"), map("gid_map"));
+    let host_id = |map: &str, n: u32| {
+        userns::to_host(map, n)
+            .unwrap_or_else(|| fail(format!("id {n} is not mapped in instance {id}")))
+    };
 
-    // 3. All namespaces at once.
+    // 3. All namespaces at once, but the user namespace (joined last, in step 5b).
     let ns = libc::CLONE_NEWNET
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
@@ -123,7 +137,6 @@ pub fn enter_main(json: &str) -> ! {
         | libc::CLONE_NEWNS;
     sys::setns(pidfd.as_fd(), ns)
         .unwrap_or_else(|e| fail(format!("setns into instance {id}: {e}")));
-    drop(pidfd);
 
     // 4. The user, from the instance's files.
     let read =
@@ -136,22 +149,30 @@ pub fn enter_main(json: &str) -> ! {
         ))
     });
 
-    // 5. Terminal.
+    // 5. Terminal, chowned (as host root, still) to the user's host ids.
+    let tty_gid = host_id(&gid_map, passwd::group_id("tty", &gr).unwrap_or(user.gid));
+    let mut owner = user.clone();
+    owner.uid = host_id(&uid_map, user.uid);
     let tty = if !spec.tty {
         Tty::None
     } else if sys::isatty(0) && !is_our_ctty(0) {
         if is_instance_pty(0) {
-            let tty_gid = passwd::group_id("tty", &gr).unwrap_or(user.gid);
-            give_tty(stdin_fd(), &user, tty_gid)
+            give_tty(stdin_fd(), &owner, tty_gid)
                 .unwrap_or_else(|e| fail(format!("chown terminal: {e}")));
         }
         Tty::Direct
     } else {
-        let tty_gid = passwd::group_id("tty", &gr).unwrap_or(user.gid);
-        let (m, s) = open_pty_inside(&user, tty_gid)
+        let (m, s) = open_pty_inside(&owner, tty_gid)
             .unwrap_or_else(|e| fail(format!("allocate a pty in the instance: {e}")));
         Tty::Relay(m, s)
     };
+
+    // 5b. The user namespace: from here on ids and capabilities are the instance's.
+    if !userns::is_identity(&uid_map) {
+        userns::join_as_root(pidfd.as_fd())
+            .unwrap_or_else(|e| fail(format!("join the user namespace of instance {id}: {e}")));
+    }
+    drop(pidfd);
 
     // 6. Fork into the PID namespace. Signals are blocked before, so none is lost.
     let sfd = sys::signalfd(&[

@@ -337,6 +337,11 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
     // One instance per root volume: overlayfs does not refuse a second mount of the same
     // upper dir, so PID 1 holds an flock on the volume for its whole life.
     let lock = lock_volume(&spec.volume_dir)?;
+    // The upper layer stores the instance's host ids (see `userns`).
+    if spec.user_namespace {
+        super::userns::shift_volume(&spec.upper_dir(), super::userns::base(&spec.instance_id))
+            .map_err(|e| failed(Step::VolumeDir, spec.upper_dir().display().to_string(), &e))?;
+    }
 
     // L3: the console log, opened here so PID 1 writes to a host file it cannot name.
     let console_path = spec.run_dir.join(CONSOLE_LOG);
@@ -350,6 +355,16 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
     // L4: cgroup with limits; join it so PID 1 (and all it forks) is born inside.
     let cg = cgroup::create(&spec.instance_id, &spec.limits).map_err(|e| failed_from(&e))?;
     cgroup::join(&cg, sys::getpid()).map_err(|e| failed_from(&e))?;
+
+    // L4b: the instance's user namespace (its root is an unprivileged host uid range), made
+    // here in the host's PID namespace (its uid_map is written through /proc/<pid>); PID 1
+    // inherits the descriptor, idmaps its mounts with it and joins it last.
+    let userns = if spec.user_namespace {
+        let base = super::userns::base(&spec.instance_id);
+        Some(super::userns::create(base).map_err(|e| failed(Step::UserNamespace, "create", &e))?)
+    } else {
+        None
+    };
 
     // L5: PID 1 in new namespaces, child of our parent (the daemon).
     let (report_rd, report_wr) =
@@ -367,7 +382,7 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
         Err(e) => return Err(failed(Step::Clone, "", &e)),
         Ok(Fork::Child) => {
             drop(report_rd);
-            pid1(input, console, lock, report_wr, init_entry)
+            pid1(input, console, lock, report_wr, userns, init_entry)
         }
         Ok(Fork::Parent { pid, pidfd }) => (pid, pidfd.expect("CLONE_PIDFD gives a pidfd")),
     };
@@ -375,6 +390,7 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
     drop(report_wr);
     drop(console);
     drop(lock);
+    drop(userns);
 
     // L6: EOF without a message = PID 1 runs init.
     let mut msg = Vec::new();
@@ -458,6 +474,7 @@ fn pid1(
     console: File,
     lock: OwnedFd,
     report: OwnedFd,
+    userns: Option<OwnedFd>,
     init_entry: InitEntry,
 ) -> ! {
     let report_failure = |(step, what, e): OpError| -> ! {
@@ -473,7 +490,7 @@ fn pid1(
         );
         sys::exit_now(1)
     };
-    if let Err(f) = pid1_setup(input, console, &lock, &report) {
+    if let Err(f) = pid1_setup(input, console, &lock, &report, userns) {
         report_failure(f)
     }
     let argv = &input.spec.init_argv;
@@ -500,6 +517,7 @@ fn pid1_setup(
     console: File,
     lock: &OwnedFd,
     report: &OwnedFd,
+    userns: Option<OwnedFd>,
 ) -> Result<(), OpError> {
     let spec = &input.spec;
     let err = |step: Step, what: &str| {
@@ -517,9 +535,13 @@ fn pid1_setup(
     drop(console);
     sys::umask(0);
 
-    // P2: the filesystem (see mounts.rs for the order).
+    // P2: the filesystem (see mounts.rs for the order), idmapped for the user namespace.
     let rootfs = spec.rootfs();
-    mounts::apply(&rootfs, &mounts::plan(spec))?;
+    mounts::apply(
+        &rootfs,
+        &mounts::plan(spec),
+        userns.as_ref().map(|f| f.as_fd()),
+    )?;
 
     // P3: hostname (UTS namespace).
     sys::sethostname(&spec.hostname).map_err(err(Step::Hostname, &spec.hostname))?;
@@ -528,6 +550,17 @@ fn pid1_setup(
     netns::setup_loopback(&spec.lo_addrs).map_err(|(what, e)| (Step::Loopback, what, e))?;
     if let Some(link) = &spec.vpc {
         super::vpc::attach(link).map_err(|(what, e)| (Step::Loopback, what, e))?;
+    }
+    if userns.is_some() {
+        // The network namespace stays the host's (the instance cannot reconfigure it), so its
+        // root holds no CAP_NET_BIND_SERVICE/NET_RAW there: low ports and ping are opened to
+        // every process of the instance, as Docker does.
+        for (key, value) in [
+            ("net/ipv4/ip_unprivileged_port_start", "0"),
+            ("net/ipv4/ping_group_range", "0 2147483647"),
+        ] {
+            fs::write(format!("/proc/sys/{key}"), value).map_err(err(Step::Loopback, key))?;
+        }
     }
 
     // P5: the OOM killer should pick the process that overran the limit, never init. Needs
@@ -548,7 +581,12 @@ fn pid1_setup(
         set_cmdline(&spec.init_argv);
     }
 
-    // P8: the seccomp filter (needs CAP_SYS_ADMIN without no_new_privs), then capabilities.
+    // P8: become root of the user namespace (capabilities from here on are the namespace's),
+    // the seccomp filter (needs CAP_SYS_ADMIN without no_new_privs), then capabilities.
+    if let Some(ns) = &userns {
+        super::userns::join_as_root(ns.as_fd()).map_err(err(Step::UserNamespace, "join"))?;
+    }
+    drop(userns);
     // no_new_privs stays off so setuid programs (sudo) work.
     sys::umask(0o022);
     super::seccomp::install(&super::seccomp::Policy::instance())

@@ -12,16 +12,19 @@
 //!      (held by PID 1 for its life: one instance per root volume)
 //!   L3 open run_dir/console.log (append) on the host side
 //!   L4 create cgroup ec2lab/<id> with limits, join it (so PID 1 is born inside)
+//!   L4b the instance's user namespace (see `userns`), a descriptor PID 1 inherits
 //!   L5 clone3(NEWNS|NEWPID|NEWUTS|NEWIPC|NEWNET|NEWCGROUP | CLONE_PARENT | CLONE_PIDFD)
 //!      → PID 1, whose parent is the *daemon* (CLONE_PARENT): the daemon reaps it and reads its
 //!        exit code (see `init` for the contract) without being a subreaper
 //!   │  PID 1 (launch::pid1), reporting the failing step over a close-on-exec pipe:
 //!   │  P1 stdout/stderr = console.log, stdin = /dev/null
-//!   │  P2 mounts (see `mounts`): private, overlay, ro binds, /proc (+masks), /sys ro, /dev, /run
+//!   │  P2 mounts (see `mounts`): private, overlay over idmapped
+//!   │     layers, idmapped ro binds, /proc (+masks), /sys ro, /dev, /run
+//!   │  P4 also: low ports and ping open to the instance's users (its netns is the host's)
 //!   │  P3 hostname   P4 lo up + /32 addresses (rtnetlink)
 //!   │  P5 oom_score_adj -1000 (skipped when the host root lacks CAP_SYS_RESOURCE)
 //!   │  P6 pivot_root + detach old root   P7 /proc/1/cmdline = init_argv (builtin init)
-//!   │  P8 seccomp filter (see `seccomp`), drop capabilities (bounding set; no_new_privs NOT
+//!   │  P8 join the user namespace as its root, seccomp filter (see `seccomp`), drop capabilities (bounding set; no_new_privs NOT
 //!   │     set), RLIMIT_NOFILE, not dumpable
 //!   │  P9 close fds (keep stdio, volume lock, report pipe)
 //!   │  P10 builtin init: close the pipe, call the init entry in-process (init_main)
@@ -62,7 +65,7 @@
 //! Files: `spec` (what an instance is), `launch` (L*/P* above), `mounts`, `cgroup` (v1+v2),
 //! `caps`, `netns` (loopback + sockets for the daemon), `init` (PID 1), `enter`, `pty`, `passwd`,
 //! `sys` (the syscall seam: every raw call in one place), `process` (pid + start time),
-//! `guestfs` (the only way the host reads or writes an instance's files), `seccomp`.
+//! `guestfs` (the only way the host reads or writes an instance's files), `seccomp`, `userns`.
 
 mod caps;
 mod cgroup;
@@ -78,6 +81,7 @@ mod pty;
 pub mod seccomp;
 mod spec;
 mod sys;
+pub mod userns;
 pub mod vpc;
 
 use std::fmt;
@@ -117,6 +121,8 @@ pub enum Step {
     Clone,
     /// P1: PID 1's stdin (/dev/null) and stdout/stderr (console log).
     Stdio,
+    /// P2/P8: creating or joining the instance's user namespace.
+    UserNamespace,
     /// P2: making every mount private.
     MakePrivate,
     /// P2: the overlay root.
@@ -165,6 +171,7 @@ impl fmt::Display for Step {
             Step::Cgroup => "set up cgroup",
             Step::Clone => "create instance namespaces",
             Step::Stdio => "set up init stdio",
+            Step::UserNamespace => "user namespace:",
             Step::MakePrivate => "make mounts private",
             Step::MountOverlay => "mount overlay root",
             Step::BindReadOnly => "bind read-only",

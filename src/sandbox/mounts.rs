@@ -17,7 +17,7 @@
 //! `/proc -> /`) can never redirect a mount to the host. Writable instance mounts are `nodev`
 //! (except `/dev`, which is read-only), so a device node made with CAP_MKNOD cannot be opened.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -106,6 +106,8 @@ pub(crate) enum Op {
     Mkdir {
         target: String,
         mode: libc::mode_t,
+        /// Host uid (and gid) to own it: the instance's root when it has a user namespace.
+        owner: Option<u32>,
     },
     CharDev {
         target: String,
@@ -127,6 +129,14 @@ pub(crate) enum Op {
 /// The mount sequence for `spec`, in order.
 pub(crate) fn plan(spec: &LaunchSpec) -> Vec<Op> {
     let s = |x: &str| x.to_string();
+    // With a user namespace, what PID 1 makes as host root must belong to the instance's root.
+    let root = spec
+        .user_namespace
+        .then(|| super::userns::base(&spec.instance_id));
+    let owned = |data: &str| match root {
+        Some(b) => format!("{data},uid={b},gid={b}"),
+        None => data.to_string(),
+    };
     let mut ops = vec![
         Op::MakePrivate,
         Op::Overlay {
@@ -199,14 +209,17 @@ pub(crate) fn plan(spec: &LaunchSpec) -> Vec<Op> {
         fstype: "devpts",
         target: s("dev/pts"),
         flags: NOSUID | NOEXEC,
-        data: s("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        data: format!(
+            "newinstance,ptmxmode=0666,mode=0620,gid={}",
+            root.unwrap_or(0) + 5
+        ),
         step: Step::MountDev,
     });
     ops.push(Op::Fs {
         fstype: "tmpfs",
         target: s("dev/shm"),
         flags: NOSUID | NODEV | NOEXEC,
-        data: s("mode=1777,size=65536k"),
+        data: owned("mode=1777,size=65536k"),
         step: Step::MountDev,
     });
     ops.push(Op::RemountReadOnly {
@@ -219,16 +232,18 @@ pub(crate) fn plan(spec: &LaunchSpec) -> Vec<Op> {
         fstype: "tmpfs",
         target: s("run"),
         flags: NOSUID | NODEV,
-        data: s("mode=755,size=65536k"),
+        data: owned("mode=755,size=65536k"),
         step: Step::MountRun,
     });
     ops.push(Op::Mkdir {
         target: s("run/lock"),
         mode: 0o1777,
+        owner: root,
     });
     ops.push(Op::Mkdir {
         target: s("run/ec2lab"),
         mode: 0o755,
+        owner: root,
     });
     ops
 }
@@ -360,8 +375,13 @@ fn inherited_flags(path: &std::ffi::CStr) -> io::Result<libc::c_ulong> {
     Ok(m)
 }
 
-/// Bind `src` (host path) read-only onto `rel` inside the root.
-fn bind_read_only(root: BorrowedFd<'_>, src: &Path, rel: &str) -> Result<(), OpError> {
+/// Bind `src` (host path) read-only onto `rel` inside the root (idmapped for `userns`).
+fn bind_read_only(
+    root: BorrowedFd<'_>,
+    src: &Path,
+    rel: &str,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<(), OpError> {
     let what = format!("{} at /{rel}", src.display());
     let err = |e| (Step::BindReadOnly, what.clone(), e);
     let meta = fs::symlink_metadata(src).map_err(err)?;
@@ -403,6 +423,13 @@ fn bind_read_only(root: BorrowedFd<'_>, src: &Path, rel: &str) -> Result<(), OpE
     )
     .map_err(err)?;
     let src_c = sys::cpath(&src_real).map_err(err)?;
+    if let Some(ns) = userns {
+        // A detached clone, made read-only, nodev and idmapped before it is attached.
+        let mnt = sys::open_tree_clone(&src_c).map_err(err)?;
+        let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_IDMAP;
+        sys::mount_setattr(mnt.as_fd(), attrs, Some(ns)).map_err(err)?;
+        return sys::move_mount_to(mnt.as_fd(), target.as_fd()).map_err(err);
+    }
     mount_at(Some(&src_c), target.as_fd(), None, libc::MS_BIND, "").map_err(err)?;
     // Re-resolve: the old descriptor still points below the new mount.
     let top = resolve(root, rel, None).map_err(err)?;
@@ -417,8 +444,13 @@ fn bind_read_only(root: BorrowedFd<'_>, src: &Path, rel: &str) -> Result<(), OpE
     .map_err(err)
 }
 
-/// Performs `ops` with the new root at `rootfs`. Stops at the first failure.
-pub(crate) fn apply(rootfs: &Path, ops: &[Op]) -> Result<(), OpError> {
+/// Performs `ops` with the new root at `rootfs`. Stops at the first failure. With `userns`,
+/// the overlay's layers and the read-only binds are idmapped mounts for that namespace.
+pub(crate) fn apply(
+    rootfs: &Path,
+    ops: &[Op],
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<(), OpError> {
     let rootfs_c =
         sys::cpath(rootfs).map_err(op_err(Step::MountOverlay, rootfs.display().to_string()))?;
     let mut root: Option<OwnedFd> = None;
@@ -439,6 +471,14 @@ pub(crate) fn apply(rootfs: &Path, ops: &[Op]) -> Result<(), OpError> {
             Op::MakePrivate => {
                 sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
                     .map_err(op_err(Step::MakePrivate, "/"))?;
+            }
+            Op::Overlay { data } if userns.is_some() => {
+                let what = format!("{} ({data})", rootfs.display());
+                let ns = userns.expect("checked");
+                root = Some(
+                    idmapped_overlay(&rootfs_c, data, ns)
+                        .map_err(op_err(Step::MountOverlay, what))?,
+                );
             }
             Op::Overlay { data } => {
                 let what = format!("{} ({data})", rootfs.display());
@@ -461,7 +501,7 @@ pub(crate) fn apply(rootfs: &Path, ops: &[Op]) -> Result<(), OpError> {
                 );
             }
             Op::BindReadOnly { src, target } => {
-                bind_read_only(root_fd(&root)?.as_fd(), src, target)?
+                bind_read_only(root_fd(&root)?.as_fd(), src, target, userns)?
             }
             Op::Fs {
                 fstype,
@@ -522,13 +562,27 @@ pub(crate) fn apply(rootfs: &Path, ops: &[Op]) -> Result<(), OpError> {
                     .map_err(err())?;
                 }
             }
-            Op::Mkdir { target, mode } => {
+            Op::Mkdir {
+                target,
+                mode,
+                owner,
+            } => {
                 let r = root_fd(&root)?;
                 let err = || op_err(Step::MountRun, format!("/{target}"));
                 let (dir, name) = parent_of(r.as_fd(), target).map_err(err())?;
                 match sys::mkdirat(dir.as_fd(), &name, *mode) {
                     Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(err()(e)),
                     _ => {}
+                }
+                if let Some(uid) = owner {
+                    let made = sys::openat2(
+                        dir.as_fd(),
+                        &name,
+                        libc::O_DIRECTORY | libc::O_RDONLY,
+                        sys::RESOLVE_NO_SYMLINKS,
+                    )
+                    .map_err(err())?;
+                    sys::fchown(made.as_fd(), *uid, *uid).map_err(err())?;
                 }
             }
             Op::CharDev {
@@ -569,6 +623,80 @@ pub(crate) fn apply(rootfs: &Path, ops: &[Op]) -> Result<(), OpError> {
         }
     }
     Ok(())
+}
+
+/// The overlay root over idmapped layers. Each lower layer is cloned, idmapped for `userns` and
+/// attached (and the volume dir holding upperdir/workdir bound) in a small tmpfs at
+/// `rootfs` itself; the overlay is then mounted on top of that tmpfs with paths relative to it
+/// (`lowerdir=0:1,upperdir=v/upper,workdir=v/work`), so the staging mounts are hidden under
+/// the new root and `/proc/mounts` inside names no host path.
+fn idmapped_overlay(rootfs: &CStr, data: &str, userns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let (lowers, volume) = staged_layers(data)?;
+    sys::mount(
+        Some(c"tmpfs"),
+        rootfs,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(c"mode=0700,size=16k"),
+    )?;
+    let staging = sys::open(rootfs, libc::O_DIRECTORY | libc::O_RDONLY, 0)?;
+    let attach = |src: &str, name: &str| -> io::Result<()> {
+        let n = sys::cstring(name)?;
+        sys::mkdirat(staging.as_fd(), &n, 0o700)?;
+        let at = sys::openat2(staging.as_fd(), &n, libc::O_PATH, sys::RESOLVE_NO_SYMLINKS)?;
+        let mnt = sys::open_tree_clone(&sys::cstring(src)?)?;
+        sys::mount_setattr(mnt.as_fd(), sys::MOUNT_ATTR_IDMAP, Some(userns))?;
+        sys::move_mount_to(mnt.as_fd(), at.as_fd())
+    };
+    let mut names = Vec::new();
+    for (i, l) in lowers.iter().enumerate() {
+        attach(l, &i.to_string())?;
+        names.push(i.to_string());
+    }
+    // The volume (upper and work) is bound as it is, not idmapped: overlay writes to it with
+    // the mounter's credentials (host root), which an idmap for the instance cannot represent.
+    // Its files are therefore stored with host ids (`userns::shift_volume`).
+    let v = sys::cstring("v")?;
+    sys::mkdirat(staging.as_fd(), &v, 0o700)?;
+    let at = sys::openat2(staging.as_fd(), &v, libc::O_PATH, sys::RESOLVE_NO_SYMLINKS)?;
+    let mnt = sys::open_tree_clone(&sys::cstring(&volume)?)?;
+    sys::move_mount_to(mnt.as_fd(), at.as_fd())?;
+    let opts = format!(
+        "lowerdir={},upperdir=v/upper,workdir=v/work",
+        names.join(":")
+    );
+    sys::fchdir(staging.as_fd())?;
+    let mounted = sys::mount(
+        Some(c"overlay"),
+        rootfs,
+        Some(c"overlay"),
+        NODEV,
+        Some(&sys::cstring(&opts)?),
+    );
+    sys::chdir(c"/")?;
+    mounted?;
+    // The overlay's root, on top of the staging tmpfs: the new "/".
+    sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
+}
+
+/// (lower dirs, volume dir) from an option string made by `overlay_data`.
+fn staged_layers(data: &str) -> io::Result<(Vec<String>, String)> {
+    let mut lowers = Vec::new();
+    let mut upper = None;
+    for kv in data.split(',') {
+        match kv.split_once('=') {
+            Some(("lowerdir", v)) => lowers = v.split(':').map(str::to_string).collect(),
+            Some(("upperdir", v)) => upper = v.strip_suffix("/upper").map(str::to_string),
+            _ => {}
+        }
+    }
+    match upper {
+        Some(vol) if !lowers.is_empty() => Ok((lowers, vol)),
+        _ => Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("overlay options {data:?} lack lowerdir or upperdir=<volume>/upper"),
+        )),
+    }
 }
 
 /// `pivot_root` into `rootfs` and detach the old root (the `pivot_root(".", ".")` idiom: no

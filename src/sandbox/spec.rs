@@ -45,6 +45,10 @@ pub struct LaunchSpec {
     /// environment or a file the instance can reach. Ignored for an exec'd init.
     #[serde(default)]
     pub init_payload: Option<String>,
+    /// Run the instance in its own user namespace (see `userns`): its root is an unprivileged
+    /// host uid range. Every instance the daemon launches has one.
+    #[serde(default)]
+    pub user_namespace: bool,
 }
 
 /// Resource limits from the instance type. `0` means "no limit" for each field.
@@ -229,6 +233,7 @@ pub(crate) fn example_spec() -> LaunchSpec {
         },
         init_argv: vec!["/usr/local/bin/ec2lab".into(), "__init".into(), "{}".into()],
         init_payload: None,
+        user_namespace: false,
     }
 }
 
