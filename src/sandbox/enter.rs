@@ -15,7 +15,7 @@
 //!    terminal (the CLI's `-t`) or not a terminal, a pty is made inside the instance's devpts
 //!    and relayed by the helper (caller's terminal in raw mode, SIGWINCH passed on);
 //!    terminals are chowned to the user's *host* ids (its uid_map) while still host root
-//! 5b. join the instance's user namespace as its root
+//!    then (5b) join the instance's user namespace as its root
 //! 6. fork (the child is in the instance's PID namespace); the child: setsid (+TIOCSCTTY),
 //!    seccomp filter, fd limit, drop to the instance's capability set, groups/gid/uid,
 //!    cwd = home, login env, exec —
