@@ -17,13 +17,13 @@
 //!             as soon as the handler reports a login. Authenticated sessions have no timeout.
 //! ```
 
-use std::io;
 use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -288,7 +288,6 @@ impl SourceLimiter {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +313,4 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(!l.blocked(ip));
     }
-
 }
