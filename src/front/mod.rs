@@ -78,12 +78,14 @@ struct Listener {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// instance id → (public ip, port → listener)
+type Listeners = HashMap<String, (Ipv4Addr, HashMap<u16, Listener>)>;
+
 pub struct Front {
     handle: tokio::runtime::Handle,
     cloud: Weak<Cloud>,
     ssh_port: u16,
-    /// instance id → (public ip, port → listener)
-    listeners: Mutex<HashMap<String, (Ipv4Addr, HashMap<u16, Listener>)>>,
+    listeners: Mutex<Listeners>,
     denied_log: Arc<RateLimited>,
     reserve: FdReserve,
 }
@@ -100,9 +102,7 @@ impl Front {
         })
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Ipv4Addr, HashMap<u16, Listener>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Listeners> {
         self.listeners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
