@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! try_acquire(key)   key full → refused (PerKey)
-//!                    gate full → fair eviction (when enabled): the oldest connection of the key
-//!                                holding the most is told to close and the newcomer takes its
-//!                                place, if that key holds more than the newcomer's; else refused
+//!                    gate full → fair eviction (when enabled): the oldest unsettled connection
+//!                                of the key holding the most is told to close and the newcomer
+//!                                takes its place, if that key holds more than the newcomer's;
+//!                                else refused
 //!                    otherwise → a `Slot`, counted until it is dropped
+//! Slot::settle()     the connection proved itself (first byte, login): never evicted
 //! Slot::evicted()    resolves once the gate evicted this slot (the owner closes its connection)
 //! ```
 //!
@@ -40,6 +42,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 struct Entry {
     id: u64,
     evicted: Arc<Notify>,
+    settled: bool,
 }
 
 struct State<K> {
@@ -107,14 +110,15 @@ impl<K: Eq + Hash + Clone> ConnGate<K> {
             let heaviest = s
                 .keys
                 .iter()
-                .max_by_key(|(_, q)| q.len())
                 .filter(|(_, q)| q.len() > held)
-                .map(|(k, _)| k.clone());
-            let Some(heaviest) = heaviest else {
+                .filter_map(|(k, q)| Some((k, q.len(), q.iter().position(|e| !e.settled)?)))
+                .max_by_key(|(_, len, _)| *len)
+                .map(|(k, _, pos)| (k.clone(), pos));
+            let Some((heaviest, pos)) = heaviest else {
                 return Err(Refused::Total(self.total));
             };
             let queue = s.keys.get_mut(&heaviest).expect("key just found");
-            let victim = queue.pop_front().expect("non-empty queue");
+            let victim = queue.remove(pos).expect("position just found");
             if queue.is_empty() {
                 s.keys.remove(&heaviest);
             }
@@ -128,6 +132,7 @@ impl<K: Eq + Hash + Clone> ConnGate<K> {
         s.keys.entry(key.clone()).or_default().push_back(Entry {
             id,
             evicted: evicted.clone(),
+            settled: false,
         });
         Ok(Slot {
             gate: self.clone(),
@@ -144,6 +149,18 @@ impl<K: Eq + Hash + Clone> ConnGate<K> {
 }
 
 impl<K: Eq + Hash + Clone> Slot<K> {
+    /// Marks the connection as established: it still counts, but is never evicted.
+    pub fn settle(&self) {
+        let mut s = self.gate.lock();
+        if let Some(e) = s
+            .keys
+            .get_mut(&self.key)
+            .and_then(|q| q.iter_mut().find(|e| e.id == self.id))
+        {
+            e.settled = true;
+        }
+    }
+
     /// Resolves once the gate evicted this connection to make room for another source.
     pub async fn evicted(&self) {
         self.evicted.notified().await
@@ -215,6 +232,20 @@ mod tests {
         let _x = g.try_acquire(2).unwrap();
         let _y = g.try_acquire(3).unwrap();
         assert_eq!(g.try_acquire(2).err(), Some(Refused::Total(4)));
+    }
+
+    #[test]
+    fn settled_connections_are_never_evicted() {
+        let g = ConnGate::<u8>::new(10, 3, true);
+        let a: Vec<_> = (0..3).map(|_| g.try_acquire(1).unwrap()).collect();
+        a[0].settle();
+        a[1].settle();
+        // The oldest unsettled one of key 1 gives way.
+        let b = g.try_acquire(2).unwrap();
+        assert!(now_or_never(&a[2]) && !now_or_never(&a[0]) && !now_or_never(&a[1]));
+        // Key 1 now holds only settled connections: nothing to evict.
+        b.settle();
+        assert_eq!(g.try_acquire(3).err(), Some(Refused::Total(3)));
     }
 
     #[test]

@@ -167,16 +167,23 @@ mod tests {
             }
             let r = reserve.clone();
             let task = tokio::spawn(async move { r.accept(&listener).await.1 });
+            // Each client is kept (not dropped) after its read: freeing its descriptor would
+            // let the accept loop take the next waiting one for real.
+            let mut closed = Vec::new();
             for mut c in waiting {
                 c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                let n = tokio::task::spawn_blocking(move || c.read(&mut [0u8; 1]))
-                    .await
-                    .unwrap();
+                let (c, n) = tokio::task::spawn_blocking(move || {
+                    let n = c.read(&mut [0u8; 1]);
+                    (c, n)
+                })
+                .await
+                .unwrap();
                 assert_eq!(
                     n.unwrap(),
                     0,
                     "a waiting client must see its connection close"
                 );
+                closed.push(c);
             }
             drop(fillers);
             let late = std::net::TcpStream::connect(addr).unwrap();
