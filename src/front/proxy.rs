@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! admit (per port)  connections per source and in total on this instance port (`PortGate`);
-//!                   over a cap → closed at once, logged rate-limited by the caller
+//!                   over the source's cap → closed at once; port full → the oldest silent
+//!                   connection of the source holding the most gives way (so a flood from many
+//!                   addresses cannot lock others out), else closed at once; refusals are
+//!                   logged rate-limited by the caller
 //! serve             security groups (the caller's check) → connect to the same port on the
 //!                   private IP inside the instance's netns → wait for a first byte from either
-//!                   side (server-first protocols such as MySQL count), closed after
-//!                   FIRST_BYTE_TIMEOUT if none → copy both ways until either side ends
+//!                   side (server-first protocols such as MySQL count); closed after
+//!                   FIRST_BYTE_TIMEOUT without one, or when evicted → established (never
+//!                   evicted) → copy both ways until either side ends
 //! ```
 //!
 //! Established connections are never timed out: an idle keep-alive connection is legitimate.
@@ -32,7 +36,7 @@ pub(super) struct PortGate(Arc<ConnGate<IpAddr>>);
 
 impl PortGate {
     pub fn new() -> PortGate {
-        PortGate(ConnGate::new(PER_SOURCE, PER_PORT, false))
+        PortGate(ConnGate::new(PER_SOURCE, PER_PORT, true))
     }
 
     pub fn admit(&self, peer: SocketAddr) -> Result<Slot<IpAddr>, Refused> {
@@ -40,10 +44,10 @@ impl PortGate {
     }
 }
 
-/// Proxies an admitted connection into the instance; `_slot` is held until it ends.
+/// Proxies an admitted connection into the instance; `slot` is held until it ends.
 pub(super) async fn serve(
     client: TcpStream,
-    _slot: Slot<IpAddr>,
+    slot: Slot<IpAddr>,
     private: Ipv4Addr,
     port: u16,
     init_pid: i32,
@@ -62,9 +66,14 @@ pub(super) async fn serve(
     let Ok(mut inner) = TcpStream::from_std(inner) else {
         return;
     };
-    if !first_byte(&client, &inner, FIRST_BYTE_TIMEOUT).await {
+    let spoke = tokio::select! {
+        spoke = first_byte(&client, &inner, FIRST_BYTE_TIMEOUT) => spoke,
+        _ = slot.evicted() => false,
+    };
+    if !spoke {
         return;
     }
+    slot.settle();
     let mut client = client;
     let _ = tokio::io::copy_bidirectional(&mut client, &mut inner).await;
 }
@@ -122,8 +131,20 @@ mod tests {
         let b: SocketAddr = "127.0.0.3:4000".parse().unwrap();
         let held: Vec<_> = (0..PER_SOURCE).map(|_| g.admit(a).unwrap()).collect();
         assert_eq!(g.admit(a).err(), Some(Refused::PerKey(PER_SOURCE)));
-        assert!(g.admit(b).is_ok());
-        drop(held);
+        let b1 = g.admit(b).unwrap();
+        // A full port: the oldest silent connection of the heaviest source gives way.
+        let more: Vec<_> = (0..PER_PORT - PER_SOURCE - 1)
+            .map(|i| {
+                g.admit(SocketAddr::from((
+                    [127, 1, (i / 200) as u8, (i % 200) as u8],
+                    1,
+                )))
+                .unwrap()
+            })
+            .collect();
+        b1.settle();
+        assert!(g.admit("127.0.0.4:1".parse().unwrap()).is_ok());
+        drop((held, more));
         assert!(g.admit(a).is_ok());
     }
 }
