@@ -1,0 +1,303 @@
+//! The gateway under connection floods: caps on unauthenticated connections (per source and in
+//! total, with eviction for a new source), the login grace time, and — against the real daemon
+//! — 5,000 idle connections from other addresses while a real `ssh` login and the API still
+//! work. The caps and the grace time are also checked in-process with small limits
+//! (`Gateway::with_limits`) and a russh client, so those tests need neither root nor an instance.
+
+mod ssh_common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ec2lab::gateway::{Gateway, Limits, Route};
+use ssh_common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Upper bound for anything the gateway should do "at once" or "after the grace time".
+const BOUND: Duration = Duration::from_secs(30);
+const SERVER_ID: &[u8] = b"SSH-2.0-ec2lab_gateway\r\n";
+
+/// An in-process gateway on 127.0.0.1 with a fresh host key; no instance behind it.
+async fn gateway(limits: Limits) -> (Arc<Gateway>, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, _) = ec2lab::keys::generate_host_key(ec2lab::keys::HostKeyType::Ed25519);
+    std::fs::write(dir.path().join("ssh_host_ed25519_key"), pem).unwrap();
+    let gw = Gateway::with_limits(PathBuf::from(BIN), limits);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let route = Route {
+        instance_id: "i-0123456789abcdef0".into(),
+        init_pid: 1,
+        start_time: 0,
+        host_key_dir: dir.path().to_path_buf(),
+        banner: String::new(),
+        admit: None,
+    };
+    gw.add(addr, route).await.unwrap();
+    (gw, addr, dir)
+}
+
+async fn connect_from(src: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((src, 0))).unwrap();
+    tokio::time::timeout(BOUND, sock.connect(addr))
+        .await
+        .expect("connect within the bound")
+        .unwrap()
+}
+
+/// Reads the server's identification line (the connection was admitted).
+async fn expect_server_id(s: &mut TcpStream) {
+    let mut buf = vec![0u8; SERVER_ID.len()];
+    tokio::time::timeout(BOUND, s.read_exact(&mut buf))
+        .await
+        .expect("server id within the bound")
+        .unwrap();
+    assert_eq!(buf, SERVER_ID);
+}
+
+/// Reads until the server closes; what it sent. Panics if it stays open past the bound.
+async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(BOUND, s.read_to_end(&mut out)).await {
+        Ok(_) => out, // EOF, or a reset: closed either way
+        Err(_) => panic!("connection still open after {BOUND:?}"),
+    }
+}
+
+/// Whether the server has not closed the connection (a peek that does not wait).
+fn still_open(s: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: recv into a valid one-byte buffer on a socket we own; MSG_PEEK consumes nothing.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
+}
+
+fn src(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+#[tokio::test]
+async fn caps_close_extra_connections_before_any_byte_and_evict_for_a_new_source() {
+    let limits = Limits {
+        max_startups: 4,
+        per_source_startups: 2,
+        login_grace: Duration::from_secs(600),
+        ..Limits::default()
+    };
+    let (gw, addr, _keys) = gateway(limits).await;
+    let mut a1 = connect_from(src(2), addr).await;
+    expect_server_id(&mut a1).await;
+    let mut a2 = connect_from(src(2), addr).await;
+    expect_server_id(&mut a2).await;
+    // A third from the same source: closed before a single byte (no crypto either).
+    let mut a3 = connect_from(src(2), addr).await;
+    assert_eq!(read_to_close(&mut a3).await, b"");
+    let mut b1 = connect_from(src(3), addr).await;
+    expect_server_id(&mut b1).await;
+    let mut b2 = connect_from(src(3), addr).await;
+    expect_server_id(&mut b2).await;
+    assert_eq!(gw.unauthenticated(), 4);
+
+    // The gateway is full; a source holding nothing still gets in: the oldest connection of
+    // a source holding the most gives way.
+    let mut c1 = connect_from(src(4), addr).await;
+    expect_server_id(&mut c1).await;
+    let a1_closed = tokio::select! {
+        _ = read_to_close(&mut a1) => true,
+        _ = read_to_close(&mut b1) => false,
+    };
+    assert!(still_open(if a1_closed { &b1 } else { &a1 }));
+    assert!(still_open(&a2) && still_open(&b2) && still_open(&c1));
+    assert_eq!(gw.unauthenticated(), 4);
+
+    // Connections per source (authenticated or not) have their own cap.
+    let (_gw2, addr2, _keys2) = gateway(Limits {
+        per_source_connections: 2,
+        login_grace: Duration::from_secs(600),
+        ..Limits::default()
+    })
+    .await;
+    let mut d1 = connect_from(src(5), addr2).await;
+    expect_server_id(&mut d1).await;
+    let mut d2 = connect_from(src(5), addr2).await;
+    expect_server_id(&mut d2).await;
+    let mut d3 = connect_from(src(5), addr2).await;
+    assert_eq!(read_to_close(&mut d3).await, b"");
+}
+
+struct NoAuthClient;
+
+impl russh::client::Handler for NoAuthClient {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[tokio::test]
+async fn connections_that_do_not_log_in_are_closed_after_the_grace_time() {
+    let (gw, addr, _keys) = gateway(Limits {
+        login_grace: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .await;
+    // Never sends a byte.
+    let mut silent = connect_from(src(2), addr).await;
+    // Sends its version line, then nothing.
+    let mut version = connect_from(src(3), addr).await;
+    version.write_all(b"SSH-2.0-flood\r\n").await.unwrap();
+    // Completes key exchange with russh, never authenticates.
+    let config = Arc::new(russh::client::Config::default());
+    let kex_only = russh::client::connect(config, addr, NoAuthClient)
+        .await
+        .unwrap();
+    assert!(!kex_only.is_closed());
+
+    assert!(read_to_close(&mut silent).await.starts_with(SERVER_ID));
+    assert!(read_to_close(&mut version).await.starts_with(SERVER_ID));
+    let deadline = Instant::now() + BOUND;
+    while !kex_only.is_closed() {
+        assert!(
+            Instant::now() < deadline,
+            "an unauthenticated session outlived the grace time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while gw.unauthenticated() != 0 {
+        assert!(Instant::now() < deadline, "slots not freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (5,000 sockets and more).
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    assert!(
+        lim.rlim_cur >= 6000,
+        "RLIMIT_NOFILE hard limit {}",
+        lim.rlim_max
+    );
+}
+
+const FLOOD: usize = 5000;
+const FLOOD_SOURCES: usize = 250;
+
+/// 5,000 connections from 127.0.0.3–252: even ones send the SSH version line and stop, odd
+/// ones send nothing. All are kept open on this side.
+async fn flood(addr: SocketAddr) -> Vec<TcpStream> {
+    let mut set = tokio::task::JoinSet::new();
+    let mut held = Vec::with_capacity(FLOOD);
+    for i in 0..FLOOD {
+        if set.len() >= 256 {
+            held.push(set.join_next().await.unwrap().unwrap());
+        }
+        let from = src(3 + (i % FLOOD_SOURCES) as u8);
+        set.spawn(async move {
+            let mut s = connect_from(from, addr).await;
+            if i % 2 == 0 {
+                let _ = s.write_all(b"SSH-2.0-flood\r\n").await; // may be closed already
+            }
+            s
+        });
+    }
+    while let Some(s) = set.join_next().await {
+        held.push(s.unwrap());
+    }
+    held
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn five_thousand_idle_connections_leave_ssh_logins_and_the_api_working() {
+    let Some(lab) = Lab::start(&["ssh"]) else {
+        return;
+    };
+    raise_nofile();
+    let key = lab.key("k", "ed25519");
+    let t = lab.launch("k", 1).remove(0);
+    let addr = t.addr();
+    // A session that logs in before the flood and lasts past the 30 s login grace time:
+    // authenticated sessions are kept.
+    let mut long = lab.ssh(&t, &key, "ec2-user", &["sleep 35; echo alive"]);
+    let long = std::thread::spawn(move || run_with_input(&mut long, b""));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The per-source cap: 10 unauthenticated connections from one address, the 11th is closed
+    // before any byte.
+    let per_source = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            let mut s = connect_from(src(2), addr).await;
+            expect_server_id(&mut s).await;
+            held.push(s);
+        }
+        let mut extra = connect_from(src(2), addr).await;
+        assert_eq!(read_to_close(&mut extra).await, b"");
+        held
+    });
+
+    let held = rt.block_on(flood(addr));
+    assert_eq!(held.len(), FLOOD);
+    let closed = held.iter().filter(|s| !still_open(s)).count();
+    eprintln!("{FLOOD} flood connections held; {closed} closed by the gateway before any byte");
+    if lab.gw.addrs().is_empty() {
+        // The daemon serves SSH: it holds a bounded number of descriptors, not one per flood
+        // connection.
+        let fds = open_fds(lab.d.pid());
+        eprintln!("daemon descriptors during the flood: {fds}");
+        assert!(fds < FLOOD / 2, "daemon holds {fds} descriptors");
+    }
+
+    // While all of that is open: a real login from 127.0.0.1 and the API answer.
+    let out = lab.ssh_run(&t, &key, "ec2-user", "echo in", b"");
+    assert!(
+        out.status.success(),
+        "ssh during the flood: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "in\n");
+    let v = lab
+        .d
+        .aws_json(&["ec2", "describe-instances", "--instance-ids", &t.id]);
+    assert_eq!(
+        v["Reservations"][0]["Instances"][0]["State"]["Name"],
+        "running"
+    );
+
+    let long = long.join().unwrap();
+    assert!(long.status.success(), "{}", text(&long.stderr));
+    assert_eq!(text(&long.stdout), "alive\n");
+    drop((held, per_source));
+}
