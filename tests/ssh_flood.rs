@@ -4,6 +4,7 @@
 //! work. The caps and the grace time are also checked in-process with small limits
 //! (`Gateway::with_limits`) and a russh client, so those tests need neither root nor an instance.
 
+mod flood;
 mod ssh_common;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,12 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ec2lab::gateway::{Gateway, Limits, Route};
+use flood::*;
 use ssh_common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
-/// Upper bound for anything the gateway should do "at once" or "after the grace time".
-const BOUND: Duration = Duration::from_secs(30);
 const SERVER_ID: &[u8] = b"SSH-2.0-ec2lab_gateway\r\n";
 
 /// An in-process gateway on 127.0.0.1 with a fresh host key; no instance behind it.
@@ -39,15 +39,6 @@ async fn gateway(limits: Limits) -> (Arc<Gateway>, SocketAddr, tempfile::TempDir
     (gw, addr, dir)
 }
 
-async fn connect_from(src: Ipv4Addr, addr: SocketAddr) -> TcpStream {
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind(SocketAddr::from((src, 0))).unwrap();
-    tokio::time::timeout(BOUND, sock.connect(addr))
-        .await
-        .expect("connect within the bound")
-        .unwrap()
-}
-
 /// Reads the server's identification line (the connection was admitted).
 async fn expect_server_id(s: &mut TcpStream) {
     let mut buf = vec![0u8; SERVER_ID.len()];
@@ -56,35 +47,6 @@ async fn expect_server_id(s: &mut TcpStream) {
         .expect("server id within the bound")
         .unwrap();
     assert_eq!(buf, SERVER_ID);
-}
-
-/// Reads until the server closes; what it sent. Panics if it stays open past the bound.
-async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    match tokio::time::timeout(BOUND, s.read_to_end(&mut out)).await {
-        Ok(_) => out, // EOF, or a reset: closed either way
-        Err(_) => panic!("connection still open after {BOUND:?}"),
-    }
-}
-
-/// Whether the server has not closed the connection (a peek that does not wait).
-fn still_open(s: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut b = [0u8; 1];
-    // SAFETY: recv into a valid one-byte buffer on a socket we own; MSG_PEEK consumes nothing.
-    let n = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n > 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
-}
-
-fn src(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, last)
 }
 
 #[tokio::test]
@@ -136,18 +98,6 @@ async fn caps_close_extra_connections_before_any_byte_and_evict_for_a_new_source
     assert_eq!(read_to_close(&mut d3).await, b"");
 }
 
-struct NoAuthClient;
-
-impl russh::client::Handler for NoAuthClient {
-    type Error = russh::Error;
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
 #[tokio::test]
 async fn connections_that_do_not_log_in_are_closed_after_the_grace_time() {
     let (gw, addr, _keys) = gateway(Limits {
@@ -162,7 +112,7 @@ async fn connections_that_do_not_log_in_are_closed_after_the_grace_time() {
     version.write_all(b"SSH-2.0-flood\r\n").await.unwrap();
     // Completes key exchange with russh, never authenticates.
     let config = Arc::new(russh::client::Config::default());
-    let kex_only = russh::client::connect(config, addr, NoAuthClient)
+    let kex_only = russh::client::connect(config, addr, AnyHostKey)
         .await
         .unwrap();
     assert!(!kex_only.is_closed());
@@ -183,57 +133,10 @@ async fn connections_that_do_not_log_in_are_closed_after_the_grace_time() {
     }
 }
 
-/// Raises this process's soft descriptor limit to its hard limit (5,000 sockets and more).
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = lim.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
-    assert!(
-        lim.rlim_cur >= 6000,
-        "RLIMIT_NOFILE hard limit {}",
-        lim.rlim_max
-    );
-}
-
+/// 5,000 connections from 127.0.0.3–252: even ones send the SSH version line and stop, odd
+/// ones send nothing.
 const FLOOD: usize = 5000;
 const FLOOD_SOURCES: usize = 250;
-
-/// 5,000 connections from 127.0.0.3–252: even ones send the SSH version line and stop, odd
-/// ones send nothing. All are kept open on this side.
-async fn flood(addr: SocketAddr) -> Vec<TcpStream> {
-    let mut set = tokio::task::JoinSet::new();
-    let mut held = Vec::with_capacity(FLOOD);
-    for i in 0..FLOOD {
-        if set.len() >= 256 {
-            held.push(set.join_next().await.unwrap().unwrap());
-        }
-        let from = src(3 + (i % FLOOD_SOURCES) as u8);
-        set.spawn(async move {
-            let mut s = connect_from(from, addr).await;
-            if i % 2 == 0 {
-                let _ = s.write_all(b"SSH-2.0-flood\r\n").await; // may be closed already
-            }
-            s
-        });
-    }
-    while let Some(s) = set.join_next().await {
-        held.push(s.unwrap());
-    }
-    held
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
 
 #[test]
 fn five_thousand_idle_connections_leave_ssh_logins_and_the_api_working() {
@@ -268,7 +171,13 @@ fn five_thousand_idle_connections_leave_ssh_logins_and_the_api_working() {
         held
     });
 
-    let held = rt.block_on(flood(addr));
+    let held = rt.block_on(open_many(
+        addr,
+        FLOOD,
+        3,
+        FLOOD_SOURCES,
+        b"SSH-2.0-flood\r\n",
+    ));
     assert_eq!(held.len(), FLOOD);
     let closed = held.iter().filter(|s| !still_open(s)).count();
     eprintln!("{FLOOD} flood connections held; {closed} closed by the gateway before any byte");
