@@ -30,29 +30,7 @@ fn idle_floods_are_capped_per_source_and_per_port() {
     }
     raise_nofile();
     let d = Daemon::start();
-    let web = d.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        "web",
-        "--description",
-        "web",
-    ])["GroupId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    d.aws_json(&[
-        "ec2",
-        "authorize-security-group-ingress",
-        "--group-id",
-        &web,
-        "--protocol",
-        "tcp",
-        "--port",
-        "80",
-        "--cidr",
-        "127.0.0.0/8",
-    ]);
+    let web = d.group_with_ingress("web", "80", "127.0.0.0/8");
     let ud = d.write_file(
         "www.sh",
         "#!/bin/sh\nmkdir -p /srv && echo \"page of $(hostname)\" > /srv/index.html\nbusybox httpd -p 80 -h /srv\n",
