@@ -210,3 +210,68 @@ fn five_thousand_idle_connections_leave_ssh_logins_and_the_api_working() {
     assert_eq!(text(&long.stdout), "alive\n");
     drop((held, per_source));
 }
+
+/// Sets the soft RLIMIT_NOFILE of `pid`; returns the limit it had.
+fn set_nofile(pid: u32, soft: Option<libc::rlim_t>) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with valid structs (a null new limit only reads).
+    unsafe {
+        assert_eq!(
+            libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old),
+            0
+        );
+        if let Some(soft) = soft {
+            let new = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: old.rlim_max,
+            };
+            assert_eq!(
+                libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()),
+                0
+            );
+        }
+    }
+    old
+}
+
+#[test]
+fn out_of_descriptors_the_gateway_closes_new_connections_at_once() {
+    let Some(lab) = Lab::start(&["ssh"]) else {
+        return;
+    };
+    let key = lab.key("k", "ed25519");
+    let t = lab.launch("k", 1).remove(0);
+    if !lab.gw.addrs().is_empty() {
+        eprintln!("SKIPPED: the daemon does not serve SSH itself here");
+        return;
+    }
+    let pid = lab.d.pid();
+    // A few descriptors left: the gateway runs out after a handful of connections.
+    let old = set_nofile(pid, Some((open_fds(pid) + 12) as libc::rlim_t));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (admitted, closed) = rt.block_on(async {
+        let mut conns = Vec::new();
+        for i in 0..64u8 {
+            conns.push(connect_from(src(20 + i), t.addr()).await);
+        }
+        let (mut admitted, mut closed) = (0, 0);
+        for s in &mut conns {
+            // The server id (admitted) or the end of the stream (closed), never a hang.
+            let mut buf = vec![0u8; SERVER_ID.len()];
+            let n = tokio::time::timeout(BOUND, s.read(&mut buf))
+                .await
+                .expect("an answer or a close within the bound")
+                .unwrap_or(0);
+            if n == 0 { closed += 1 } else { admitted += 1 }
+        }
+        (admitted, closed)
+    });
+    set_nofile(pid, Some(old.rlim_cur));
+    eprintln!("out of descriptors: {admitted} admitted, {closed} closed at once");
+    assert!(closed > 0, "the daemon never ran out of descriptors");
+    let out = lab.ssh_run(&t, &key, "ec2-user", "echo in", b"");
+    assert!(out.status.success(), "ssh after: {}", text(&out.stderr));
+}
