@@ -12,7 +12,7 @@
 //! | `store`    | SQLite persistence: one transaction per change, schema version |
 //! | `keys`     | key generation, PEM/OpenSSH/PPK codecs, AWS fingerprints |
 //! | `datadir`  | the data dir layout, lab credentials, AWS profile files |
-//! | `ratelimit`| rate limiting of log lines a client can trigger |
+//! | `ratelimit`| what a client can trigger: log lines (rate-limited), connections (capped per source and in total), descriptors (a reserve for accept loops) |
 //! | `front`    | listeners on public IPs: live security-group checks, TCP proxy into instances |
 //! | `runtime`  | makes instances real: volumes, host keys, sandboxes, IMDS, exit watch |
 //! | `sandbox`  | namespaces, overlay root, cgroups, PID 1, entering an instance |

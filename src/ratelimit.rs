@@ -1,6 +1,13 @@
 //! Rate limiting for log lines that a client can trigger (bad signatures, denied connections): a
 //! token bucket per call site, so a client hammering the daemon cannot flood its log. Suppressed
 //! lines are counted and reported with the next line that gets through.
+//!
+//! Submodules keep a client from exhausting what its connections hold: `conns` caps concurrent
+//! connections per source and in total (with fair eviction), `reserve` keeps a descriptor in
+//! reserve so accept loops survive running out of them.
+
+pub mod conns;
+pub mod reserve;
 
 use std::sync::Mutex;
 use std::time::Instant;

@@ -33,17 +33,7 @@ fn rules_are_enforced_live_on_public_ips() {
         return;
     }
     let d = Daemon::start();
-    let web = d.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        "web",
-        "--description",
-        "web",
-    ])["GroupId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let web = d.group_with_ingress("web", "80", "127.0.0.1/32");
     let app = d.aws_json(&[
         "ec2",
         "create-security-group",
@@ -55,18 +45,6 @@ fn rules_are_enforced_live_on_public_ips() {
         .as_str()
         .unwrap()
         .to_string();
-    d.aws_json(&[
-        "ec2",
-        "authorize-security-group-ingress",
-        "--group-id",
-        &web,
-        "--protocol",
-        "tcp",
-        "--port",
-        "80",
-        "--cidr",
-        "127.0.0.1/32",
-    ]);
     let ud = d.write_file("www.sh", "#!/bin/sh\nmkdir -p /srv && echo \"page of $(hostname)\" > /srv/index.html\nbusybox httpd -p 80 -h /srv\nbusybox httpd -p 8080 -h /srv\n");
     let a = d.run_instances(&[
         "--security-group-ids",

@@ -8,6 +8,12 @@
 //! Which ports get a listener: every port of a rule's range when the range has at most
 //! [`MAX_RANGE`] ports; for wider ranges and "all traffic" (-1) rules, the [`COMMON_PORTS`]
 //! inside the range. The SSH port is left to the gateway.
+//!
+//! Idle connections cannot take the daemon's descriptors (`proxy.rs`): connections are capped
+//! per source and in total on each instance port, a connection silent in both directions is
+//! closed after a timeout, and accept loops keep a descriptor in reserve.
+
+mod proxy;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,6 +22,9 @@ use std::sync::{Arc, Mutex, Weak};
 use crate::cloud::security_groups::{self, SecurityGroup, Verdict};
 use crate::cloud::{Cloud, InstanceState};
 use crate::ratelimit::RateLimited;
+use crate::ratelimit::reserve::FdReserve;
+
+pub use proxy::{FIRST_BYTE_TIMEOUT, PER_PORT, PER_SOURCE};
 
 /// Ranges up to this many ports are listened on in full.
 pub const MAX_RANGE: i32 = 100;
@@ -69,13 +78,16 @@ struct Listener {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// instance id → (public ip, port → listener)
+type Listeners = HashMap<String, (Ipv4Addr, HashMap<u16, Listener>)>;
+
 pub struct Front {
     handle: tokio::runtime::Handle,
     cloud: Weak<Cloud>,
     ssh_port: u16,
-    /// instance id → (public ip, port → listener)
-    listeners: Mutex<HashMap<String, (Ipv4Addr, HashMap<u16, Listener>)>>,
+    listeners: Mutex<Listeners>,
     denied_log: Arc<RateLimited>,
+    reserve: FdReserve,
 }
 
 impl Front {
@@ -86,12 +98,11 @@ impl Front {
             ssh_port,
             listeners: Mutex::new(HashMap::new()),
             denied_log: Arc::new(RateLimited::new(2.0, 20)),
+            reserve: FdReserve::new(),
         })
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Ipv4Addr, HashMap<u16, Listener>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Listeners> {
         self.listeners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -176,42 +187,24 @@ impl Front {
         private: Ipv4Addr,
         init_pid: i32,
     ) {
+        let gate = proxy::PortGate::new();
         loop {
-            let (client, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
+            let (client, peer) = self.reserve.accept(&listener).await;
+            let slot = match gate.admit(peer) {
+                Ok(slot) => slot,
+                Err(why) => {
                     if let Some(suppressed) = self.denied_log.check() {
-                        tracing::warn!(instance = %id, port, error = %e, suppressed, "front accept failed");
+                        tracing::warn!(instance = %id, port, %peer, reason = %why, suppressed, "front connection refused");
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+                    continue; // `client` is dropped: closed at once, no data
                 }
             };
             let me = self.clone();
             let id = id.clone();
             tokio::spawn(async move {
-                let _ = client.set_nodelay(true);
-                if !me.admit(&id, peer, port) {
-                    drop(client); // closed at once, no data
-                    return;
+                if me.admit(&id, peer, port) {
+                    proxy::serve(client, slot, private, port, init_pid).await;
                 }
-                let target = SocketAddr::from((private, port));
-                let inner = tokio::task::spawn_blocking(move || {
-                    crate::sandbox::connect_in_netns(init_pid, target)
-                })
-                .await;
-                let inner = match inner {
-                    Ok(Ok(s)) => s,
-                    _ => return, // nothing listens inside: the client sees the connection close
-                };
-                let _ = inner.set_nonblocking(true);
-                let _ = inner.set_nodelay(true);
-                let Ok(mut inner) = tokio::net::TcpStream::from_std(inner) else {
-                    return;
-                };
-                let mut client = client;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut inner).await;
             });
         }
     }

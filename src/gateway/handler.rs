@@ -42,10 +42,17 @@ pub(crate) struct Conn {
     checked: HashMap<(String, Vec<u8>), Option<Login>>,
     login: Option<Arc<Login>>,
     forwards: HashMap<(String, u32), tokio::task::JoinHandle<()>>,
+    /// Told once, at the first successful login (ends the login grace time).
+    on_login: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Conn {
-    pub fn new(ctx: Arc<RouteCtx>, peer: SocketAddr, local: SocketAddr) -> Conn {
+    pub fn new(
+        ctx: Arc<RouteCtx>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        on_login: tokio::sync::oneshot::Sender<()>,
+    ) -> Conn {
         Conn {
             ctx,
             peer,
@@ -53,6 +60,7 @@ impl Conn {
             checked: HashMap::new(),
             login: None,
             forwards: HashMap::new(),
+            on_login: Some(on_login),
         }
     }
 
@@ -178,6 +186,9 @@ impl Handler for Conn {
                     "ssh login"
                 );
                 self.login = Some(Arc::new(login));
+                if let Some(tx) = self.on_login.take() {
+                    let _ = tx.send(());
+                }
                 Ok(Auth::Accept)
             }
             Err(why) => {

@@ -4,9 +4,12 @@
 //! ```text
 //! add(addr, route)   load host keys → russh Config (publickey only, no SHA-1) → bind addr →
 //!                    accept loop task
-//! accept             source rate limit (fail closed for hammering sources) → TCP_NODELAY →
-//!                    QuickAck stream (re-arms TCP_QUICKACK before every read: no 40 ms
-//!                    delayed-ACK stalls in the handshake) → run_stream with a fresh `Conn`
+//! accept             (`accept.rs`) reserve-backed accept → failed-login block → security
+//!                    groups → caps on connections per source and on unauthenticated ones
+//!                    (per source and in total, fair eviction) → TCP_NODELAY → QuickAck stream
+//!                    (re-arms TCP_QUICKACK before every read: no 40 ms delayed-ACK stalls in
+//!                    the handshake) → run_stream with a fresh `Conn`, closed if it has not
+//!                    logged in within the login grace time
 //! auth (handler)     user in the instance's /etc/passwd → key in ~/.ssh/authorized_keys inside
 //!                    the instance (read by `instance_fs`, symlink-safe) → options kept
 //! channels           session → `session::run` task (pty, shell/exec/sftp via `__enter`);
@@ -19,6 +22,7 @@
 //! through the single-threaded `__enter` helper, netns sockets come from `sandbox` functions
 //! that use their own std thread.
 
+mod accept;
 mod authkeys;
 mod forward;
 mod handler;
@@ -31,21 +35,19 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
 use russh::{MethodKind, MethodSet, Preferred};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
+pub use accept::Limits;
 pub use authkeys::{AuthorizedKey, KeyOptions};
 pub use instance_fs::{InstanceRoot, InstanceUser};
 
 use crate::ratelimit::RateLimited;
+use crate::ratelimit::reserve::FdReserve;
 
 /// Host key files looked for in `Route::host_key_dir`, in order of preference.
 pub const HOST_KEY_FILES: &[&str] = &["ssh_host_ed25519_key", "ssh_host_ecdsa_key"];
@@ -112,7 +114,9 @@ struct Listener {
 pub struct Gateway {
     exe: PathBuf,
     listeners: Mutex<HashMap<SocketAddr, Listener>>,
-    sources: SourceLimiter,
+    sources: accept::SourceLimiter,
+    gates: accept::Gates,
+    reserve: FdReserve,
     pub(crate) log_limit: RateLimited,
     next_session: AtomicU64,
 }
@@ -126,10 +130,17 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// `exe`: the binary to run as `exe __enter <json>` (the daemon passes /proc/self/exe).
     pub fn new(exe: PathBuf) -> Arc<Gateway> {
+        Gateway::with_limits(exe, Limits::default())
+    }
+
+    /// A gateway with other admission limits than sshd-like defaults (tests use a short grace).
+    pub fn with_limits(exe: PathBuf, limits: Limits) -> Arc<Gateway> {
         Arc::new(Gateway {
             exe,
             listeners: Mutex::new(HashMap::new()),
-            sources: SourceLimiter::new(30, Duration::from_secs(60)),
+            sources: accept::SourceLimiter::new(30, Duration::from_secs(60)),
+            gates: accept::Gates::new(limits),
+            reserve: FdReserve::new(),
             log_limit: RateLimited::new(2.0, 20),
             next_session: AtomicU64::new(1),
         })
@@ -170,7 +181,7 @@ impl Gateway {
             sessions: Mutex::new(HashMap::new()),
         });
         tracing::info!(instance = %ctx.route.instance_id, %addr, "ssh gateway listening");
-        let accept = tokio::spawn(accept_loop(listener, ctx.clone()));
+        let accept = tokio::spawn(accept::accept_loop(listener, ctx.clone()));
         self.listeners().insert(addr, Listener { ctx, accept });
         Ok(())
     }
@@ -205,6 +216,11 @@ impl Gateway {
 
     pub(crate) fn auth_failed(&self, ip: IpAddr) {
         self.sources.fail(ip);
+    }
+
+    /// Connections that have not authenticated yet, across every address.
+    pub fn unauthenticated(&self) -> usize {
+        self.gates.startups()
     }
 }
 
@@ -276,187 +292,9 @@ fn server_config(keys: Vec<PrivateKey>) -> russh::server::Config {
     }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<RouteCtx>) {
-    loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                if ctx.gateway.log_limit.check().is_some() {
-                    tracing::warn!(instance = %ctx.route.instance_id, error = %e, "ssh accept failed");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if ctx.gateway.sources.blocked(peer.ip()) {
-            if let Some(suppressed) = ctx.gateway.log_limit.check() {
-                tracing::warn!(instance = %ctx.route.instance_id, %peer, suppressed, "ssh connection refused: too many failed logins from this source");
-            }
-            drop(sock);
-            continue;
-        }
-        if let Some(admit) = &ctx.route.admit {
-            if !(admit.0)(peer) {
-                drop(sock); // denied by the instance's security groups: closed at once
-                continue;
-            }
-        }
-        let _ = sock.set_nodelay(true);
-        tokio::spawn(serve_connection(ctx.clone(), sock, peer));
-    }
-}
-
-async fn serve_connection(ctx: Arc<RouteCtx>, sock: TcpStream, peer: SocketAddr) {
-    let local = sock.local_addr().unwrap_or(peer);
-    let id = ctx.gateway.next_session.fetch_add(1, Ordering::Relaxed);
-    let handler = handler::Conn::new(ctx.clone(), peer, local);
-    let span = tracing::debug_span!("ssh", instance = %ctx.route.instance_id, %peer, id);
-    let _e = span.enter();
-    let running = match russh::server::run_stream(ctx.config.clone(), QuickAck(sock), handler).await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, "ssh handshake failed");
-            return;
-        }
-    };
-    ctx.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, running.handle());
-    drop(_e);
-    let result = running.await;
-    ctx.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
-    if let Err(e) = result {
-        tracing::debug!(instance = %ctx.route.instance_id, %peer, error = %e, "ssh session ended with an error");
-    }
-}
-
-/// A TCP stream that re-arms `TCP_QUICKACK` before every read (Linux clears it after a while,
-/// and a delayed ACK during key exchange costs 40 ms per round trip).
-struct QuickAck(TcpStream);
-
-impl AsyncRead for QuickAck {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        use std::os::fd::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt with a valid socket and an int option.
-        unsafe {
-            libc::setsockopt(
-                self.0.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for QuickAck {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, data)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// Failed logins per source address: more than `max` within `window` blocks new connections
-/// from that source until the window has passed. IPv4-mapped IPv6 counts as IPv4.
-struct SourceLimiter {
-    max: u32,
-    window: Duration,
-    map: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl SourceLimiter {
-    fn new(max: u32, window: Duration) -> SourceLimiter {
-        SourceLimiter {
-            max,
-            window,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn norm(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        }
-    }
-
-    fn fail(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 10_000 {
-            m.retain(|_, (t, _)| now.duration_since(*t) < self.window);
-        }
-        let e = m.entry(Self::norm(ip)).or_insert((now, 0));
-        if now.duration_since(e.0) >= self.window {
-            *e = (now, 0);
-        }
-        e.1 += 1;
-    }
-
-    fn blocked(&self, ip: IpAddr) -> bool {
-        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&Self::norm(ip))
-            .is_some_and(|(t, n)| *n > self.max && t.elapsed() < self.window)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limiter_blocks_after_max_and_normalizes_mapped_v6() {
-        let l = SourceLimiter::new(2, Duration::from_secs(60));
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        l.fail(ip);
-        l.fail(mapped);
-        assert!(!l.blocked(ip));
-        l.fail(ip);
-        assert!(l.blocked(mapped));
-        assert!(!l.blocked("10.0.0.2".parse().unwrap()));
-    }
-
-    #[test]
-    fn limiter_forgets_after_window() {
-        let l = SourceLimiter::new(0, Duration::from_millis(1));
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        l.fail(ip);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!l.blocked(ip));
-    }
 
     #[test]
     fn config_is_publickey_only_without_sha1() {

@@ -504,6 +504,34 @@ impl Daemon {
         }
     }
 
+    /// Creates a security group that lets `cidr` in on tcp `port`; returns its id.
+    pub fn group_with_ingress(&self, name: &str, port: &str, cidr: &str) -> String {
+        let id = self.aws_json(&[
+            "ec2",
+            "create-security-group",
+            "--group-name",
+            name,
+            "--description",
+            name,
+        ])["GroupId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.aws_json(&[
+            "ec2",
+            "authorize-security-group-ingress",
+            "--group-id",
+            &id,
+            "--protocol",
+            "tcp",
+            "--port",
+            port,
+            "--cidr",
+            cidr,
+        ]);
+        id
+    }
+
     pub fn write_file(&self, name: &str, content: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, content).unwrap();
