@@ -1,21 +1,24 @@
 //! The escape suite: a hostile root inside an instance against the host (issue 8).
 //!
-//! `attempts_from_inside_are_refused` pipes `tests/escape/attempts.py` into
-//! `ec2lab exec --user root A -- python3 -` and gets one `PASS`/`FAIL` line per attempt (≥ 60),
+//! `attempts_from_inside_are_refused` pipes `tests/escape/attempts.py` (the framework) with the
+//! groups in `tests/escape/attempts/` into `ec2lab exec --user root A -- python3 -` and gets one
+//! `PASS`/`FAIL` line per attempt (≥ 60),
 //! then checks from the host what only the host can see: its files, kernel log, hostname,
 //! keyring, loopback listener and /usr. Order: prepare the host (marker files, a key in uid 0's
 //! keyring, a listener, uid 1000's inotify instances held, the kernel-log cursor) → instance B
 //! leaves traces (a file, a process, metadata traffic) → the script runs in A while the API is
 //! asked again and again → host checks → A still answers.
 //!
-//! `tricks` plants symlinks, FIFOs and huge files on every path the daemon or the gateway
-//! touches inside an instance (boot context, its directory, host keys, /etc/passwd,
-//! authorized_keys), reboots or logs in, and checks the host is untouched and nothing hangs.
+//! `tricks` plants symlinks and FIFOs on every path the daemon touches inside an instance (boot
+//! context, its directory, host keys, hostname), reboots, and checks the host is untouched and
+//! nothing hangs; `gateway` does the same with authorized_keys and /etc/passwd and SSH logins.
 //!
 //! Every attempt is reported by name; a test fails with the list of every attempt that got
 //! through, not only the first.
 
 mod common;
+#[path = "escape/gateway.rs"]
+mod gateway;
 #[path = "escape/host.rs"]
 mod host;
 #[path = "escape/tricks.rs"]
@@ -29,7 +32,7 @@ use std::time::Duration;
 use common::*;
 use host::*;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/escape/attempts.py");
+const SCRIPT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/escape");
 const MIN_ATTEMPTS: usize = 60;
 const NAMESPACES: &[&str] = &["mnt", "pid", "net", "uts", "ipc", "user", "cgroup"];
 
@@ -40,15 +43,36 @@ fn nonce() -> String {
     format!("{:x}{:x}", std::process::id(), t.subsec_nanos())
 }
 
+/// The one script the instance runs: the framework, every group of attempts, `main()`.
+fn compose_script(out: &Path) {
+    let dir = Path::new(SCRIPT_DIR);
+    let mut text = std::fs::read_to_string(dir.join("attempts.py")).unwrap();
+    let mut groups: Vec<_> = std::fs::read_dir(dir.join("attempts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "py"))
+        .collect();
+    groups.sort();
+    for g in groups {
+        text.push_str("\n\n");
+        text.push_str(&std::fs::read_to_string(g).unwrap());
+    }
+    text.push_str("\n\nmain()\n");
+    std::fs::write(out, text).unwrap();
+}
+
 /// `ec2lab exec --user root ID -- python3 - CONFIG` with the attempts script on stdin, bounded.
 fn run_attempts(d: &Daemon, id: &str, config: &str) -> Option<std::process::Output> {
+    let script = d.dir.path().join("attempts-all.py");
+    compose_script(&script);
     let mut cmd = Command::new(BIN);
     cmd.args(["exec", "--data-dir"])
         .arg(&d.data_dir)
         .args(["--user", "root", id, "--", "python3", "-", config]);
     run_bounded(
         &mut cmd,
-        Some(File::open(SCRIPT).unwrap()),
+        Some(File::open(&script).unwrap()),
         Duration::from_secs(150),
     )
 }
