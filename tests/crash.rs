@@ -2,7 +2,8 @@
 //! starts and terminations are in flight, restarted on the same data dir, and after every
 //! restart nothing is lost or left behind: every instance the API ever named is still described
 //! in a settled, sensible state; no process, launcher, cgroup, mount, volume or runtime dir is
-//! left for an instance that is not running; half-made spare volumes are gone.
+//! left for an instance that is not running; half-made spare volumes are gone. Every third
+//! round the daemon is also killed once more while it recovers.
 //!
 //! The calls go through the signed Query API (the same requests the aws CLI sends) so that a
 //! round costs milliseconds, not the CLI's start-up; the delays come from a seeded RNG
@@ -336,6 +337,24 @@ fn plant_leftovers(d: &Daemon, terminated: Option<&String>, round: usize) -> std
     spare
 }
 
+/// Starts the daemon on the same data dir and kills it `delay` into its start-up (clean-up and
+/// reconciliation included), as a crash during recovery would.
+fn crash_during_start(d: &Daemon, delay: Duration) {
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&d.data_dir)
+        .args(["--api-addr", &format!("127.0.0.1:{}", d.api_port)])
+        .args(["--public-cidr", &d.public_cidr])
+        .args(["--ssh-port", &d.ssh_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn kill_9_at_random_moments_loses_nothing_and_leaves_nothing() {
     if !prerequisites(&["aws"]) {
@@ -405,6 +424,10 @@ fn kill_9_at_random_moments_loses_nothing_and_leaves_nothing() {
             plant_leftovers(&d, terminated, round)
         });
 
+        // Every third round, a second crash while the daemon recovers from the first.
+        if round % 3 == 2 {
+            crash_during_start(&d, Duration::from_millis(rng.below(301)));
+        }
         d.restart();
         api = Api::of(&d);
         let after = api.describe();
