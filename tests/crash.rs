@@ -590,3 +590,90 @@ fn a_terminate_during_a_start_waits_for_the_boot_and_deletes_the_volume() {
         d.log_text()
     );
 }
+
+fn init_pid(d: &Daemon, id: &str) -> Option<i64> {
+    let json = std::fs::read(d.data_dir.join("run").join(id).join("init.json")).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&json).ok()?["init_pid"].as_i64()
+}
+
+#[test]
+fn a_reboot_from_inside_boots_again_and_a_terminate_racing_it_leaves_nothing() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let ids = d.run_instances(&["--count", "2", "--instance-type", "t2.nano"]);
+    let (a, b) = (&ids[0], &ids[1]);
+    // A reboot asked from inside (ctrl-alt-del): the same instance boots again.
+    let old = init_pid(&d, a).expect("init.json of a running instance");
+    let _ = d.exec(a, Some("root"), "kill -INT 1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while init_pid(&d, a).is_none_or(|p| p == old) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{a} never booted again: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.state_of(a), "running");
+    assert_eq!(d.exec_ok(a, None, "echo ok"), "ok\n");
+    // A reboot from inside and a terminate at once: terminated, nothing left.
+    let _ = d.exec(b, Some("root"), "kill -INT 1");
+    d.aws_json(&["ec2", "terminate-instances", "--instance-ids", b]);
+    d.wait_state(b, "terminated");
+    let states: BTreeMap<String, String> = [
+        (a.clone(), "running".to_string()),
+        (b.clone(), "terminated".to_string()),
+    ]
+    .into();
+    check_nothing_left(&d, &states, 0, true);
+}
+
+/// Unmounts (lazily) on drop, so a failing test never leaves its mount on the host.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_leftover_that_cannot_be_removed_is_logged_and_removed_at_the_next_start() {
+    if !prerequisites(&["aws", "mount", "umount"]) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let id = &d.run_instances(&["--instance-type", "t2.nano"])[0];
+    d.aws_json(&["ec2", "terminate-instances", "--instance-ids", id]);
+    d.wait_state(id, "terminated");
+    d.kill9();
+    // What a failed removal leaves: the volume of a terminated instance, here held by a mount
+    // (EBUSY) so that every attempt of the next start fails.
+    let volume = d.data_dir.join("volumes").join(id);
+    let busy = volume.join("upper/mnt");
+    std::fs::create_dir_all(&busy).unwrap();
+    run_ok(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&busy),
+    );
+    let guard = Mounted(busy.clone());
+    d.restart();
+    let log = d.log_text();
+    assert!(
+        log.contains("cannot remove yet; retrying")
+            && log.contains("cannot remove; the next start tries again"),
+        "the failed removal is retried and logged: {log}"
+    );
+    assert!(volume.exists());
+    drop(guard);
+    d.kill9();
+    d.restart();
+    assert!(!volume.exists(), "the next start removes it");
+    assert_eq!(d.state_of(id), "terminated");
+}
