@@ -378,6 +378,22 @@ fn kill_9_at_random_moments_loses_nothing_and_leaves_nothing() {
             .filter(|(_, s)| *s != "terminated")
             .map(|(id, _)| id.clone())
             .collect();
+        // Every fourth round, a session inside a running instance (an `__enter` helper) too.
+        let session = states
+            .iter()
+            .find(|(_, s)| *s == "running")
+            .filter(|_| round % 4 == 1)
+            .map(|(id, _)| {
+                std::process::Command::new(BIN)
+                    .args(["exec", "--data-dir"])
+                    .arg(&d.data_dir)
+                    .args([id, "--", "sleep", "600"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            });
         let mut calls = Vec::new();
         if alive.len() < MAX_ALIVE {
             let n = 1 + rng.below(3);
@@ -482,6 +498,17 @@ fn kill_9_at_random_moments_loses_nothing_and_leaves_nothing() {
             }
         }
         check_nothing_left(&d, &after, round, true);
+        if let Some(mut s) = session {
+            // Its instance was killed and booted again: the session ended with it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while s.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = s.kill();
+                    panic!("round {round}: an exec session outlived its instance's crash");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         for n in &spares_before {
             assert!(
                 !d.data_dir.join("spares").join(n).exists(),
