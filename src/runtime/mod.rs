@@ -2,8 +2,10 @@
 //! [`Host`] for `cloud` and owns, per running instance, its sandbox, its metadata service and
 //! the watcher that notices when the instance ends by itself.
 //!
-//! At daemon start: the lab's VPC router namespace (see `sandbox::vpc`) and one metadata service
-//! on 169.254.169.254:80 in it, answering each instance by its source address.
+//! At daemon start: first `clean_leftovers` (whatever a crashed daemon left: processes,
+//! launchers, cgroups, runtime dirs, half-made spares, volumes of terminated instances, each
+//! removal retried); then the lab's VPC router namespace (see `sandbox::vpc`) and one metadata
+//! service on 169.254.169.254:80 in it, answering each instance by its source address.
 //!
 //! Start of an instance: (first boot) create the root volume and write the instance's own files
 //! into its upper layer — SSH host keys, hostname, hosts, machine-id → write the boot context
