@@ -2,8 +2,8 @@
 //!
 //! Start-up order: check root → check the flags → create the data dir (0700) and take its lock
 //! (one daemon per data dir) → load or make the lab credentials → open the store and the control
-//! plane → build the default AMI → clean up what a previous daemon left and boot again the
-//! instances recorded as running → bind the API → publish `daemon.json` and the AWS profile
+//! plane → build the default AMI → clean up what a previous daemon left (before the network
+//! starts) → start the network and boot again the instances recorded as running → bind the API → publish `daemon.json` and the AWS profile
 //! files → serve until SIGINT or SIGTERM, then finish the requests in flight, stop the
 //! instances (their records stay `running`: the next start boots them) and exit.
 
@@ -100,16 +100,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ));
         runtime.set_gateway(crate::gateway::Gateway::new(PathBuf::from("/proc/self/exe")), args.ssh_port);
         cloud.set_host(Arc::new(runtime.clone()));
+        // What a crash left goes before the network starts (it refills the spare volumes, whose
+        // half-made ones are among the leftovers); then the recorded instances boot again.
+        {
+            let (cloud, runtime) = (cloud.clone(), runtime.clone());
+            tokio::task::spawn_blocking(move || runtime.clean_leftovers(&cloud.instances_in(&InstanceState::ALL))).await?;
+        }
         runtime.start_network().map_err(|e| anyhow::anyhow!(e))?;
         warn_if_ssh_port_taken(&args);
         {
-            let (cloud, runtime) = (cloud.clone(), runtime.clone());
-            tokio::task::spawn_blocking(move || {
-                let known: Vec<String> = cloud.instances_in(&InstanceState::ALL).into_iter().map(|i| i.id).collect();
-                runtime.clean_leftovers(&known);
-                cloud.reconcile();
-            })
-            .await?;
+            let cloud = cloud.clone();
+            tokio::task::spawn_blocking(move || cloud.reconcile()).await?;
         }
         let info = DaemonInfo {
             endpoint: endpoint.clone(),

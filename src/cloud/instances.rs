@@ -9,7 +9,8 @@
 //!
 //! The record changes first (one transaction), then the [`Host`](super::host::Host) makes it
 //! real. A launch that fails leaves no record; stop and terminate finish in the background, as on
-//! AWS, and their end state is recorded when the sandbox is gone.
+//! AWS, and their end state is recorded when the sandbox is gone. What the host does for each
+//! transition, one at a time per instance, and the reconciliation at start are in `lifecycle`.
 
 use std::sync::Arc;
 
@@ -521,7 +522,7 @@ impl Cloud {
         // Boot them. If any fails, the whole call fails and leaves nothing behind.
         let mut booted: Vec<&Instance> = Vec::new();
         for inst in &created {
-            if let Err(e) = self.host().start(inst, &image) {
+            if let Err(e) = self.boot(inst, &image, &[State::Pending]) {
                 for b in &booted {
                     self.host().stop(&b.id);
                 }
@@ -543,12 +544,6 @@ impl Cloud {
             }
             booted.push(inst);
         }
-        self.set_states(
-            &created.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
-            State::Running,
-            None,
-            "",
-        )?;
         Ok(created)
     }
 
@@ -641,10 +636,24 @@ impl Cloud {
         reason: Option<(&str, &str)>,
         transition: &str,
     ) -> Result<(), AwsError> {
+        self.set_states_from(ids_to_set, &State::ALL, state, reason, transition)
+    }
+
+    /// Records a new state for those of the instances whose state is one of `from` (compare and
+    /// set, one transaction).
+    pub(super) fn set_states_from(
+        &self,
+        ids_to_set: &[String],
+        from: &[State],
+        state: State,
+        reason: Option<(&str, &str)>,
+        transition: &str,
+    ) -> Result<(), AwsError> {
         let mut st = self.state();
         let mut changes = Vec::new();
         let mut updated = Vec::new();
-        for i in st.instances.iter().filter(|i| ids_to_set.contains(&i.id)) {
+        let chosen = |i: &&Instance| ids_to_set.contains(&i.id) && from.contains(&i.state);
+        for i in st.instances.iter().filter(chosen) {
             let mut n = i.clone();
             n.state = state;
             if let Some((c, m)) = reason {
@@ -716,12 +725,7 @@ impl Cloud {
         for id in &to_stop {
             let me = self.clone();
             let id = id.clone();
-            std::thread::spawn(move || {
-                me.host().stop(&id);
-                if let Err(e) = me.finish_stop(&id) {
-                    tracing::error!(instance = %id, error = %e, "cannot record the stopped state");
-                }
-            });
+            std::thread::spawn(move || me.finish_stop(&id));
         }
         Ok(insts
             .iter()
@@ -735,18 +739,6 @@ impl Cloud {
                 },
             })
             .collect())
-    }
-
-    fn finish_stop(&self, id: &str) -> Result<(), AwsError> {
-        let still_stopping = self
-            .state()
-            .instances
-            .iter()
-            .any(|i| i.id == id && i.state == State::Stopping);
-        if still_stopping {
-            self.set_states(&[id.to_string()], State::Stopped, None, "")?;
-        }
-        Ok(())
     }
 
     pub fn start_instances(
@@ -770,30 +762,10 @@ impl Cloud {
         self.set_states(&start_ids, State::Pending, None, "")?;
         // A new auto-assigned public IP on every start, as on AWS.
         let to_start = self.assign_public_ips(&start_ids)?;
-        let mut failed = Vec::new();
-        for i in &to_start {
-            let result = self.image_for_boot(i).and_then(|img| {
-                self.host()
-                    .start(i, &img)
-                    .map_err(|e| AwsError::new("InsufficientInstanceCapacity", e))
-            });
-            match result {
-                Ok(()) => self.set_states(&[i.id.clone()], State::Running, None, "")?,
-                Err(e) => {
-                    tracing::error!(instance = %i.id, error = %e, "start failed");
-                    self.set_states(
-                        &[i.id.clone()],
-                        State::Stopped,
-                        Some((
-                            "Server.InternalError",
-                            &format!("Server.InternalError: {}", e.message),
-                        )),
-                        "",
-                    )?;
-                    failed.push(e);
-                }
-            }
-        }
+        let failed: Vec<AwsError> = to_start
+            .iter()
+            .filter_map(|i| self.boot_or_record(i, &[State::Pending]).err())
+            .collect();
         if let Some(e) = failed.into_iter().next() {
             return Err(e);
         }
@@ -813,7 +785,7 @@ impl Cloud {
 
     /// The image to boot an instance from. Its record must still exist: an instance whose AMI
     /// was deregistered cannot be started again (EC2 allows it; not supported yet).
-    fn image_for_boot(&self, i: &Instance) -> Result<Image, AwsError> {
+    pub(super) fn image_for_boot(&self, i: &Instance) -> Result<Image, AwsError> {
         self.image(&i.image_id)
     }
 
@@ -821,34 +793,7 @@ impl Cloud {
         let insts = self.existing(ids_wanted)?;
         for i in insts.into_iter().filter(|i| i.state == State::Running) {
             let me = self.clone();
-            std::thread::spawn(move || {
-                me.host().stop(&i.id);
-                let still_running = me
-                    .state()
-                    .instances
-                    .iter()
-                    .any(|x| x.id == i.id && x.state == State::Running);
-                if !still_running {
-                    return;
-                }
-                let result = me.image_for_boot(&i).and_then(|img| {
-                    me.host()
-                        .start(&i, &img)
-                        .map_err(|e| AwsError::new("InsufficientInstanceCapacity", e))
-                });
-                if let Err(e) = result {
-                    tracing::error!(instance = %i.id, error = %e, "reboot failed");
-                    let _ = me.set_states(
-                        &[i.id.clone()],
-                        State::Stopped,
-                        Some((
-                            "Server.InternalError",
-                            "Server.InternalError: reboot failed",
-                        )),
-                        "",
-                    );
-                }
-            });
+            std::thread::spawn(move || me.finish_reboot(&i));
         }
         Ok(())
     }
@@ -901,57 +846,6 @@ impl Cloud {
                 },
             })
             .collect())
-    }
-
-    fn finish_terminate(&self, id: &str) {
-        self.host().stop(id);
-        self.host().destroy(id);
-        // Its Elastic IP stays allocated, no longer associated.
-        if let Some(addr) = self.eip_of(id) {
-            if let Err(e) = self.detach_eip(&addr, id, false) {
-                tracing::error!(instance = %id, error = %e, "cannot disassociate the Elastic IP");
-            }
-        }
-        if let Err(e) = self.set_states(&[id.to_string()], State::Terminated, None, "") {
-            tracing::error!(instance = %id, error = %e, "cannot record the terminated state");
-        }
-    }
-
-    /// Called by the runtime when an instance's sandbox ended by itself: a `poweroff` inside it
-    /// (`requested`), or a crash.
-    pub fn instance_exited(self: &Arc<Self>, id: &str, requested: bool) {
-        let Some(inst) = self.state().instances.iter().find(|i| i.id == id).cloned() else {
-            return;
-        };
-        if inst.state != State::Running {
-            return; // a stop, reboot or terminate we asked for
-        }
-        let (code, msg) = if requested {
-            (
-                "Client.InstanceInitiatedShutdown",
-                "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
-            )
-        } else {
-            (
-                "Server.InternalError",
-                "Server.InternalError: the instance's init process exited unexpectedly",
-            )
-        };
-        if requested && inst.shutdown_behavior == "terminate" {
-            let _ = self.set_states(
-                &[id.to_string()],
-                State::ShuttingDown,
-                Some((code, msg)),
-                "",
-            );
-            let me = self.clone();
-            let id = id.to_string();
-            std::thread::spawn(move || me.finish_terminate(&id));
-        } else {
-            let _ = self.set_states(&[id.to_string()], State::Stopping, Some((code, msg)), "");
-            self.host().stop(id);
-            let _ = self.finish_stop(id);
-        }
     }
 
     /// ModifyInstanceAttribute for the attributes that can change (type and user data only while
@@ -1082,41 +976,5 @@ impl Cloud {
             .filter(|i| states.contains(&i.state))
             .cloned()
             .collect()
-    }
-
-    /// Start-up reconciliation after a stop or crash of the daemon: instances that were running
-    /// or starting boot again (as after a host reboot); those caught stopping are stopped; those
-    /// caught shutting down finish terminating.
-    pub fn reconcile(self: &Arc<Self>) {
-        for i in self.instances_in(&[State::Stopping]) {
-            let _ = self.set_states(&[i.id.clone()], State::Stopped, None, "");
-        }
-        for i in self.instances_in(&[State::ShuttingDown]) {
-            self.finish_terminate(&i.id);
-        }
-        for i in self.instances_in(&[State::Running, State::Pending]) {
-            let result = self.image_for_boot(&i).and_then(|img| {
-                self.host()
-                    .start(&i, &img)
-                    .map_err(|e| AwsError::new("InsufficientInstanceCapacity", e))
-            });
-            match result {
-                Ok(()) => {
-                    let _ = self.set_states(&[i.id.clone()], State::Running, None, "");
-                }
-                Err(e) => {
-                    tracing::error!(instance = %i.id, error = %e, "cannot boot the instance again after a restart");
-                    let _ = self.set_states(
-                        &[i.id.clone()],
-                        State::Stopped,
-                        Some((
-                            "Server.InternalError",
-                            &format!("Server.InternalError: {}", e.message),
-                        )),
-                        "",
-                    );
-                }
-            }
-        }
     }
 }

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+mod lifecycle;
 pub mod network;
 pub mod security_groups;
 pub mod tagging;

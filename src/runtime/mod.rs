@@ -2,8 +2,10 @@
 //! [`Host`] for `cloud` and owns, per running instance, its sandbox, its metadata service and
 //! the watcher that notices when the instance ends by itself.
 //!
-//! At daemon start: the lab's VPC router namespace (see `sandbox::vpc`) and one metadata service
-//! on 169.254.169.254:80 in it, answering each instance by its source address.
+//! At daemon start: first `clean_leftovers` (whatever a crashed daemon left: processes,
+//! launchers, cgroups, runtime dirs, half-made spares, volumes of terminated instances, each
+//! removal retried); then the lab's VPC router namespace (see `sandbox::vpc`) and one metadata
+//! service on 169.254.169.254:80 in it, answering each instance by its source address.
 //!
 //! Start of an instance: (first boot) create the root volume and write the instance's own files
 //! into its upper layer through `sandbox::guestfs` (never by plain path: the instance's root may
@@ -234,38 +236,66 @@ impl Runtime {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// At daemon start, before anything boots: kills and removes whatever a previous daemon on
-    /// this data dir left (processes, cgroups, runtime dirs), keeping each instance's console
-    /// output. Only instances of this data dir are touched — recorded ones and those with a
-    /// runtime dir — never another lab's on the same host (records are written before a launch,
-    /// so no instance of ours can lack both).
-    pub fn clean_leftovers(&self, known: &[String]) {
-        let mut ids: Vec<String> = known.to_vec();
-        if let Ok(entries) = fs::read_dir(self.data_dir.join("run")) {
+    /// At daemon start, before the network and before anything boots: removes whatever a
+    /// previous daemon on this data dir left. In order: half-made spare volumes
+    /// (`spares/*.tmp`); for every instance of this data dir — recorded ones and those with a
+    /// runtime dir or a volume (records are written before a launch, so no instance of ours can
+    /// lack all three) — its console output is saved into its volume, then its launchers,
+    /// processes, cgroup and runtime dir go; last, the volumes of instances that are terminated
+    /// or have no record. Never another lab's instances on the same host. Each removal is
+    /// retried (bounded, with a backoff) and what still fails is logged; the next start tries
+    /// again.
+    pub fn clean_leftovers(&self, known: &[Instance]) {
+        if let Ok(entries) = fs::read_dir(self.spare_dir()) {
             for e in entries.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                if id.starts_with("i-") && !ids.contains(&id) {
+                if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    let _ = retry_removal(&e.path(), || remove_tree(&e.path()));
+                }
+            }
+        }
+        let mut ids: Vec<String> = known.iter().map(|i| i.id.clone()).collect();
+        for dir in ["run", "volumes"] {
+            for id in instance_dirs(&self.data_dir.join(dir)) {
+                if !ids.contains(&id) {
                     ids.push(id);
                 }
             }
         }
-        for id in ids {
-            self.save_console(&id);
-            if let Err(e) = sandbox::cleanup_stale(&id, &self.run_dir(&id)) {
-                tracing::error!(instance = %id, error = %e, "cannot clean up what a previous daemon left");
+        for id in &ids {
+            self.save_console(id);
+            let run_dir = self.run_dir(id);
+            let _ = retry_removal(&run_dir, || sandbox::cleanup_stale(id, &run_dir));
+        }
+        for id in &ids {
+            let state = known.iter().find(|i| &i.id == id).map(|i| i.state);
+            if matches!(state, None | Some(InstanceState::Terminated)) {
+                let volume = self.volume_dir(id);
+                let _ = retry_removal(&volume, || remove_tree(&volume));
             }
         }
     }
 
-    /// Moves the console log out of the runtime dir (which cleanup removes) into the volume.
+    /// Moves the console log out of the runtime dir (which cleanup removes) into the volume's
+    /// `console.prev` (the last [`CONSOLE_TAIL`] bytes), replaced whole by a rename so a crash
+    /// leaves either the old or the new one; then the log goes, so a retry never adds it twice.
     fn save_console(&self, id: &str) {
         let log = self.run_dir(id).join("console.log");
         let keep = self.volume_dir(id).join("console.prev");
-        if log.exists() && self.volume_dir(id).is_dir() {
-            let mut all = fs::read(&keep).unwrap_or_default();
-            all.extend(fs::read(&log).unwrap_or_default());
-            let start = all.len().saturating_sub(CONSOLE_TAIL as usize);
-            let _ = fs::write(&keep, &all[start..]);
+        if !log.exists() || !self.volume_dir(id).is_dir() {
+            return;
+        }
+        let mut all = fs::read(&keep).unwrap_or_default();
+        all.extend(fs::read(&log).unwrap_or_default());
+        let start = all.len().saturating_sub(CONSOLE_TAIL as usize);
+        let tmp = keep.with_extension("prev.tmp");
+        let saved = fs::write(&tmp, &all[start..]).and_then(|()| fs::rename(&tmp, &keep));
+        match saved {
+            Ok(()) => {
+                let _ = fs::remove_file(&log);
+            }
+            Err(e) => {
+                tracing::error!(instance = %id, path = %keep.display(), error = %e, "cannot keep the console output")
+            }
         }
     }
 
@@ -465,27 +495,17 @@ impl Runtime {
         });
     }
 
+    /// PID 1 ended by itself. The control plane cleans up the sandbox (through `Host::stop`,
+    /// under the instance's lifecycle lock, so a stop or terminate under way never deletes the
+    /// volume while the sandbox still goes) and decides what comes next.
     fn on_exit(self: &Arc<Self>, id: &str, exit: Option<InitExit>) {
-        // Clean up the sandbox's cgroup and runtime files; the instance is gone.
-        let live = self.live().remove(id);
-        if let Some(l) = live {
-            self.stop_ssh(l.ssh_addr);
-            self.remove_front(id);
-            let _ = sandbox::stop(&l.running, Duration::from_secs(1));
-        }
-        let Some(cloud) = self.cloud() else { return };
+        let Some(cloud) = self.cloud() else {
+            Host::stop(self, id);
+            return;
+        };
         match exit {
-            Some(InitExit::Reboot) => {
-                // A reboot from inside: boot again from the same volume.
-                let inst = cloud.instance(id).ok();
-                let img = inst.as_ref().and_then(|i| cloud.image(&i.image_id).ok());
-                if let (Some(inst), Some(img)) = (inst, img) {
-                    if let Err(e) = self.start(&inst, &img) {
-                        tracing::error!(instance = %id, error = %e, "reboot failed");
-                        cloud.instance_exited(id, false);
-                    }
-                }
-            }
+            // A reboot from inside: boot again from the same volume.
+            Some(InitExit::Reboot) => cloud.instance_rebooted(id),
             Some(InitExit::Poweroff) => cloud.instance_exited(id, true),
             _ => cloud.instance_exited(id, false),
         }
@@ -588,13 +608,11 @@ impl Host for Arc<Runtime> {
         self.stops_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Deletes the root volume and runtime dir, each retried (a file can still be closing);
+    /// what cannot be deleted is logged and removed at the next start (`clean_leftovers`).
     fn destroy(&self, instance_id: &str) {
         for dir in [self.volume_dir(instance_id), self.run_dir(instance_id)] {
-            if let Err(e) = fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::error!(instance = %instance_id, path = %dir.display(), error = %e, "cannot delete");
-                }
-            }
+            let _ = retry_removal(&dir, || remove_tree(&dir));
         }
     }
 
@@ -724,6 +742,56 @@ fn write_file(p: &Path, content: &[u8], mode: u32) -> Result<(), String> {
         .map_err(|e| format!("chmod {}: {e}", p.display()))
 }
 
+/// Attempts of a removal before it is left for the next start, and the first pause between
+/// two (doubled each time: 20 + 40 + 80 + 160 ms at most).
+const REMOVAL_ATTEMPTS: u32 = 5;
+const REMOVAL_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Runs `remove` until it succeeds, at most [`REMOVAL_ATTEMPTS`] times with a doubling backoff.
+/// Every failure is logged with `path`; the last one as an error (it is then left for the next
+/// start, never silently).
+fn retry_removal<E: std::fmt::Display>(
+    path: &Path,
+    mut remove: impl FnMut() -> Result<(), E>,
+) -> Result<(), E> {
+    let mut pause = REMOVAL_BACKOFF;
+    for attempt in 1.. {
+        match remove() {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= REMOVAL_ATTEMPTS => {
+                tracing::error!(path = %path.display(), error = %e, attempt, "cannot remove; the next start tries again");
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, attempt, "cannot remove yet; retrying");
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Removes a directory tree; one that is already gone is fine.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Instance ids that have a directory in `dir` (`DIR/run` or `DIR/volumes`).
+fn instance_dirs(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| crate::cloud::instances::check_id(id).is_ok())
+        .collect()
+}
+
 /// Body of the instance's PID 1, called in-process by the launcher with `init_argv`
 /// (`[exe, "__init", <instance id>]`) and the boot context JSON as the payload.
 pub fn init_entry(argv: &[String], payload: Option<&str>) -> ! {
@@ -742,4 +810,56 @@ pub fn init_entry(argv: &[String], payload: Option<&str>) -> ! {
         Some(Err(e)) => println!("ec2lab-init: the boot context is not valid: {e}"),
         None => println!("ec2lab-init: no boot context was handed to init"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_failing_removal_is_retried_until_it_succeeds() {
+        let calls = Cell::new(0);
+        let r = retry_removal(Path::new("/x"), || {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(std::io::Error::from_raw_os_error(libc::ENOTEMPTY))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_ok());
+        assert_eq!(calls.get(), 3);
+    }
+
+    #[test]
+    fn a_removal_that_keeps_failing_is_bounded_and_reported() {
+        let calls = Cell::new(0);
+        let r = retry_removal(Path::new("/x"), || {
+            calls.set(calls.get() + 1);
+            Err(std::io::Error::from_raw_os_error(libc::EBUSY))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls.get(), REMOVAL_ATTEMPTS);
+    }
+
+    #[test]
+    fn remove_tree_accepts_a_missing_dir() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("v/upper/etc")).unwrap();
+        fs::write(d.path().join("v/upper/etc/x"), b"x").unwrap();
+        remove_tree(&d.path().join("v")).unwrap();
+        assert!(!d.path().join("v").exists());
+        remove_tree(&d.path().join("v")).unwrap();
+    }
+
+    #[test]
+    fn instance_dirs_lists_only_instance_ids() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["i-0123456789abcdef0", "spare-1", "i-zz"] {
+            fs::create_dir(d.path().join(n)).unwrap();
+        }
+        assert_eq!(instance_dirs(d.path()), vec!["i-0123456789abcdef0"]);
+        assert!(instance_dirs(&d.path().join("missing")).is_empty());
+    }
 }

@@ -80,6 +80,7 @@ mod process;
 mod pty;
 pub mod seccomp;
 mod spec;
+mod stale;
 mod sys;
 pub mod userns;
 pub mod vpc;
@@ -364,14 +365,16 @@ pub fn stop(r: &Running, grace: Duration) -> Result<Option<InitExit>, SandboxErr
     Ok(exit)
 }
 
-/// After a daemon crash: kill every process in the instance's cgroup, remove the cgroup, and
-/// remove `run_dir` entirely. Safe to call when nothing is left.
+/// After a daemon crash: kill the launchers still building the instance (see `stale`), every
+/// process in its cgroup, remove the cgroup, and remove `run_dir` entirely. Safe to call when
+/// nothing is left, and again after a failure.
 pub fn cleanup_stale(instance_id: &str, run_dir: &Path) -> Result<(), SandboxError> {
     if !spec::valid_instance_id(instance_id) {
         return Err(SandboxError::InvalidSpec(format!(
             "instance id {instance_id:?}"
         )));
     }
+    stale::kill_orphan_launchers(instance_id);
     let paths = cgroup::layout()?.paths(instance_id);
     // If the recorded PID 1 is our child (e.g. the launcher was killed), reap it afterwards.
     let pidfd = launch::read_init_state(run_dir)
