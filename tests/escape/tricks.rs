@@ -150,7 +150,10 @@ fn daemon_never_follows_symlinks_planted_in_the_instance() {
     // 0: boot.json → a host file, rebooted by the API; 1: /var/lib/ec2lab → a host directory;
     // 2: every file the daemon writes at first boot → a host file; 3: boot.json, reboot inside.
     let plants = [
-        format!("ln -sf {} /var/lib/ec2lab/boot.json", f(0)),
+        format!(
+            "mkdir -p /var/lib/ec2lab && ln -sf {} /var/lib/ec2lab/boot.json",
+            f(0)
+        ),
         format!(
             "rm -rf /var/lib/ec2lab && ln -s {} /var/lib/ec2lab",
             dir.display()
@@ -159,7 +162,10 @@ fn daemon_never_follows_symlinks_planted_in_the_instance() {
             "for p in /etc/ssh/ssh_host_* /etc/hostname /etc/hosts /etc/machine-id; do ln -sf {} $p; done",
             f(2)
         ),
-        format!("ln -sf {} /var/lib/ec2lab/boot.json", f(3)),
+        format!(
+            "mkdir -p /var/lib/ec2lab && ln -sf {} /var/lib/ec2lab/boot.json",
+            f(3)
+        ),
     ];
     for (id, plant) in ids.iter().zip(&plants) {
         d.exec_ok(id, Some("root"), plant);
@@ -216,7 +222,7 @@ fn fifos_in_instance_paths_do_not_hang_the_daemon() {
     d.exec_ok(
         &ids[0],
         Some("root"),
-        "rm -f /var/lib/ec2lab/boot.json && mkfifo /var/lib/ec2lab/boot.json",
+        "mkdir -p /var/lib/ec2lab && rm -f /var/lib/ec2lab/boot.json && mkfifo /var/lib/ec2lab/boot.json",
     );
     d.exec_ok(
         &ids[1],
@@ -269,7 +275,7 @@ fn a_fifo_boot_context_does_not_hang_a_restarted_daemon() {
     d.exec_ok(
         &id,
         Some("root"),
-        "rm -f /var/lib/ec2lab/boot.json && mkfifo /var/lib/ec2lab/boot.json",
+        "mkdir -p /var/lib/ec2lab && rm -f /var/lib/ec2lab/boot.json && mkfifo /var/lib/ec2lab/boot.json",
     );
     // A crash and a restart: start-up reconciliation boots the instance again and must not
     // hang on the FIFO (the issue saw the API port bound but never answering).
