@@ -97,10 +97,17 @@ pub struct Daemon {
     _pool_lock: std::fs::File,
     child: Option<Child>,
     pub log: PathBuf,
+    /// More `serve` flags (limits, timeouts), given by `start_with`.
+    extra_args: Vec<String>,
 }
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts a daemon with more `serve` flags (`--max-vcpus 2`, `--api-body-timeout 3`, …).
+    pub fn start_with(args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         // A distinct public pool per daemon, so tests running in parallel never share addresses.
@@ -114,6 +121,7 @@ impl Daemon {
             public_cidr,
             _pool_lock: pool_lock,
             child: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -135,6 +143,7 @@ impl Daemon {
             .args(["--api-addr", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--public-cidr", &self.public_cidr])
             .args(["--ssh-port", &self.ssh_port.to_string()])
+            .args(&self.extra_args)
             .env("EC2LAB_LOG", "info,ec2lab=debug")
             .stdout(Stdio::null())
             .stderr(log)
