@@ -372,6 +372,9 @@ impl Cloud {
         names: &[String],
         filters: &[Filter],
     ) -> Result<Vec<SecurityGroup>, AwsError> {
+        for id in ids_in {
+            validate::id(id, "sg", "InvalidGroupId.Malformed")?;
+        }
         let st = self.state();
         for w in ids_in.iter().chain(names) {
             if !st
