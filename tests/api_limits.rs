@@ -29,6 +29,18 @@ fn authorize(d: &Daemon, direction: &str, group: &str, port: u16) -> std::proces
     ])
 }
 
+/// Asserts the call succeeded, or failed with `code` when one is given.
+fn expect(out: std::process::Output, code: Option<&str>) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    match code {
+        None => assert!(out.status.success(), "{err}"),
+        Some(c) => assert!(
+            !out.status.success() && err.contains(&format!("({c})")),
+            "{c}: {err}"
+        ),
+    }
+}
+
 #[test]
 fn addresses_groups_and_rules_stop_at_their_limits() {
     if !prerequisites(&["aws"]) {
@@ -45,64 +57,29 @@ fn addresses_groups_and_rules_stop_at_their_limits() {
     );
 
     // `default` is the first of the three groups the VPC may have.
-    let g = d.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        "a",
-        "--description",
-        "a",
-    ])["GroupId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    d.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        "b",
-        "--description",
-        "b",
-    ]);
-    d.aws_err(
-        &[
+    let group = |name: &str| {
+        d.aws(&[
             "ec2",
             "create-security-group",
             "--group-name",
-            "c",
+            name,
             "--description",
-            "c",
-        ],
-        "SecurityGroupLimitExceeded",
-    );
+            name,
+        ])
+    };
+    let a = group("a");
+    expect(group("b"), None);
+    expect(group("c"), Some("SecurityGroupLimitExceeded"));
+    let g: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let g = g["GroupId"].as_str().unwrap().to_string();
 
-    for port in [22, 80] {
-        let out = authorize(&d, "ingress", &g, port);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = authorize(&d, "ingress", &g, 443);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("(RulesPerSecurityGroupLimitExceeded)"),
-        "{err}"
-    );
+    let rules = "RulesPerSecurityGroupLimitExceeded";
+    expect(authorize(&d, "ingress", &g, 22), None);
+    expect(authorize(&d, "ingress", &g, 80), None);
+    expect(authorize(&d, "ingress", &g, 443), Some(rules));
     // A new group has one outbound rule (all traffic): one more fits.
-    let out = authorize(&d, "egress", &g, 443);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = authorize(&d, "egress", &g, 8443);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("(RulesPerSecurityGroupLimitExceeded)"),
-        "{err}"
-    );
+    expect(authorize(&d, "egress", &g, 443), None);
+    expect(authorize(&d, "egress", &g, 8443), Some(rules));
     // Nothing of the refused calls was kept; freeing a slot makes room again.
     let v = d.aws_json(&["ec2", "describe-security-groups", "--group-ids", &g]);
     assert_eq!(
@@ -124,12 +101,7 @@ fn addresses_groups_and_rules_stop_at_their_limits() {
         "--cidr",
         "10.0.0.0/8",
     ]);
-    let out = authorize(&d, "ingress", &g, 443);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect(authorize(&d, "ingress", &g, 443), None);
 }
 
 #[test]
@@ -141,21 +113,25 @@ fn running_vcpus_stop_at_the_limit_on_run_and_start() {
     // t3.micro has 2 vCPUs: one fills the limit of 2.
     let ids = d.run_instances(&["--instance-type", "t3.micro"]);
     let ami = d.lab_linux();
-    let e = d.aws_err(
-        &[
+    let run = |ty: &str, count: &str| {
+        d.aws(&[
             "ec2",
             "run-instances",
             "--image-id",
             &ami,
             "--instance-type",
-            "t2.micro",
-        ],
-        "VcpuLimitExceeded",
-    );
+            ty,
+            "--count",
+            count,
+        ])
+    };
+    let out = run("t2.micro", "1");
+    let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        e.contains(
-            "You have requested more vCPU capacity than your current vCPU limit of 2 allows"
-        ),
+        e.contains("(VcpuLimitExceeded)")
+            && e.contains(
+                "You have requested more vCPU capacity than your current vCPU limit of 2 allows"
+            ),
         "{e}"
     );
     // Stopped instances do not count; starting one again does.
@@ -168,16 +144,9 @@ fn running_vcpus_stop_at_the_limit_on_run_and_start() {
     );
     assert_eq!(d.state_of(&ids[0]), "stopped");
     // MinCount 1, MaxCount 3 with room for one more: one is launched, as on AWS.
-    let v = d.aws_json(&[
-        "ec2",
-        "run-instances",
-        "--image-id",
-        &ami,
-        "--instance-type",
-        "t2.micro",
-        "--count",
-        "1:3",
-    ]);
+    let out = run("t2.micro", "1:3");
+    expect(out.clone(), None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Instances"].as_array().unwrap().len(), 1, "{v}");
     let all: Vec<String> = small
         .into_iter()

@@ -67,30 +67,26 @@ fn control_characters_are_refused_naming_the_parameter() {
         .to_string();
     let bad = "a\u{1}b";
 
-    let e = d.aws_err(
-        &[
-            "ec2",
-            "create-tags",
-            "--resources",
-            &sg,
-            "--tags",
-            &json(serde_json::json!([{"Key": "Name", "Value": bad}])),
-        ],
-        "InvalidParameterValue",
-    );
-    assert_names(&e, "Tag.Value");
-    let e = d.aws_err(
-        &[
-            "ec2",
-            "create-tags",
-            "--resources",
-            &sg,
-            "--tags",
-            &json(serde_json::json!([{"Key": bad, "Value": "x"}])),
-        ],
-        "InvalidParameterValue",
-    );
-    assert_names(&e, "Tag.Key");
+    for (tag, named) in [
+        (
+            serde_json::json!([{"Key": "Name", "Value": bad}]),
+            "Tag.Value",
+        ),
+        (serde_json::json!([{"Key": bad, "Value": "x"}]), "Tag.Key"),
+    ] {
+        let e = d.aws_err(
+            &[
+                "ec2",
+                "create-tags",
+                "--resources",
+                &sg,
+                "--tags",
+                &json(tag),
+            ],
+            "InvalidParameterValue",
+        );
+        assert_names(&e, named);
+    }
     let e = d.aws_err(
         &[
             "ec2",
@@ -176,66 +172,24 @@ fn lengths_at_the_edge_ids_and_charsets() {
         return;
     }
     let d = Daemon::start();
-    let sg = d.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        &"g".repeat(255),
-        "--description",
-        &"d".repeat(255),
-    ])["GroupId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    d.aws_err(
-        &[
+    let (g255, d255) = ("g".repeat(255), "d".repeat(255));
+    let group = |name: &str, desc: &str| {
+        d.aws_json(&[
             "ec2",
             "create-security-group",
             "--group-name",
-            &"g".repeat(256),
+            name,
             "--description",
-            "d",
-        ],
-        "InvalidParameterValue",
-    );
-    d.aws_err(
-        &[
-            "ec2",
-            "create-security-group",
-            "--group-name",
-            "x",
-            "--description",
-            &"d".repeat(256),
-        ],
-        "InvalidParameterValue",
-    );
-    // VPC group names allow a-z A-Z 0-9 spaces and ._-:/()#,@[]+=&;{}!$*, not sg-*.
-    d.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        "web (prod) #1 [a]+{b}!$*",
-        "--description",
-        "ok: ._-:/()#,@[]+=&;{}!$*",
-    ]);
-    for name in ["caf\u{e9}", "a<b", "sg-web", "tab\there"] {
-        let e = d.aws_err(
-            &[
-                "ec2",
-                "create-security-group",
-                "--group-name",
-                name,
-                "--description",
-                "d",
-            ],
-            "InvalidParameterValue",
-        );
-        assert_names(&e, "GroupName");
-    }
-
-    // Tags: key 1–128, value 0–256, no aws: prefix.
-    let k128 = "k".repeat(128);
-    let v256 = "v".repeat(256);
+            desc,
+        ])["GroupId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let sg = group(&g255, &d255);
+    // VPC group names allow a-z A-Z 0-9 spaces and ._-:/()#,@[]+=&;{}!$*.
+    group("web (prod) #1 [a]+{b}!$*", "ok: ._-:/()#,@[]+=&;{}!$*");
+    let (k128, v256) = ("k".repeat(128), "v".repeat(256));
     d.aws_json(&[
         "ec2",
         "create-tags",
@@ -244,87 +198,104 @@ fn lengths_at_the_edge_ids_and_charsets() {
         "--tags",
         &format!("Key={k128},Value={v256}"),
     ]);
-    let e = d.aws_err(
-        &[
-            "ec2",
-            "create-tags",
-            "--resources",
-            &sg,
-            "--tags",
-            &format!("Key={k128}k,Value=x"),
-        ],
-        "InvalidParameterValue",
-    );
-    assert_names(&e, "Tag.Key");
-    let e = d.aws_err(
-        &[
-            "ec2",
-            "create-tags",
-            "--resources",
-            &sg,
-            "--tags",
-            &format!("Key=k,Value={v256}v"),
-        ],
-        "InvalidParameterValue",
-    );
-    assert_names(&e, "Tag.Value");
-    d.aws_err(
-        &[
-            "ec2",
-            "create-tags",
-            "--resources",
-            &sg,
-            "--tags",
-            "Key=aws:x,Value=y",
-        ],
-        "InvalidParameterValue",
-    );
-    let tags = d.aws_json(&["ec2", "describe-tags"]);
-    assert_eq!(tags["Tags"][0]["Key"], k128.as_str(), "{tags}");
-
-    // Key pair names: up to 255 ASCII characters.
     d.aws_json(&["ec2", "create-key-pair", "--key-name", &"n".repeat(255)]);
-    d.aws_err(
-        &["ec2", "create-key-pair", "--key-name", &"n".repeat(256)],
-        "InvalidParameterValue",
-    );
-    d.aws_err(
-        &["ec2", "create-key-pair", "--key-name", "키"],
-        "InvalidParameterValue",
-    );
 
-    // Ids of the wrong shape are Malformed, by their own codes.
-    d.aws_err(
-        &["ec2", "describe-instances", "--instance-ids", "i-xyz"],
-        "InvalidInstanceID.Malformed",
+    let (g256, d256, n256) = ("g".repeat(256), "d".repeat(256), "n".repeat(256));
+    let (k129, v257) = (
+        format!("Key={k128}k,Value=x"),
+        format!("Key=k,Value={v256}v"),
     );
-    d.aws_err(
-        &[
-            "ec2",
-            "describe-security-groups",
-            "--group-ids",
+    // Each case: the arguments (split at single spaces), the code, what the message names.
+    let refused: Vec<(String, &str, &str)> = vec![
+        (
+            format!("create-security-group --group-name {g256} --description d"),
+            "InvalidParameterValue",
+            "GroupName",
+        ),
+        (
+            format!("create-security-group --group-name x --description {d256}"),
+            "InvalidParameterValue",
+            "GroupDescription",
+        ),
+        (
+            "create-security-group --group-name caf\u{e9} --description d".into(),
+            "InvalidParameterValue",
+            "GroupName",
+        ),
+        (
+            "create-security-group --group-name a<b --description d".into(),
+            "InvalidParameterValue",
+            "GroupName",
+        ),
+        (
+            "create-security-group --group-name sg-web --description d".into(),
+            "InvalidParameterValue",
+            "GroupName",
+        ),
+        (
+            "create-security-group --group-name tab\there --description d".into(),
+            "InvalidParameterValue",
+            "GroupName",
+        ),
+        (
+            format!("create-tags --resources {sg} --tags {k129}"),
+            "InvalidParameterValue",
+            "Tag.Key",
+        ),
+        (
+            format!("create-tags --resources {sg} --tags {v257}"),
+            "InvalidParameterValue",
+            "Tag.Value",
+        ),
+        (
+            format!("create-tags --resources {sg} --tags Key=aws:x,Value=y"),
+            "InvalidParameterValue",
+            "Tag.Key",
+        ),
+        (
+            format!("create-key-pair --key-name {n256}"),
+            "InvalidParameterValue",
+            "KeyName",
+        ),
+        (
+            "create-key-pair --key-name 키".into(),
+            "InvalidParameterValue",
+            "KeyName",
+        ),
+        // Ids of the wrong shape are Malformed, by their own codes.
+        (
+            "describe-instances --instance-ids i-xyz".into(),
+            "InvalidInstanceID.Malformed",
+            "i-xyz",
+        ),
+        (
+            "describe-security-groups --group-ids sg-nothex".into(),
+            "InvalidGroupId.Malformed",
             "sg-nothex",
-        ],
-        "InvalidGroupId.Malformed",
-    );
-    d.aws_err(
-        &["ec2", "describe-images", "--image-ids", "ami-12"],
-        "InvalidAMIID.Malformed",
-    );
-    d.aws_err(
-        &["ec2", "release-address", "--allocation-id", "eipalloc-zz"],
-        "InvalidAllocationID.Malformed",
-    );
-    d.aws_err(
-        &[
-            "ec2",
-            "create-tags",
-            "--resources",
+        ),
+        (
+            "describe-images --image-ids ami-12".into(),
+            "InvalidAMIID.Malformed",
+            "ami-12",
+        ),
+        (
+            "release-address --allocation-id eipalloc-zz".into(),
+            "InvalidAllocationID.Malformed",
+            "eipalloc-zz",
+        ),
+        (
+            "create-tags --resources i-123 --tags Key=a,Value=b".into(),
+            "InvalidID",
             "i-123",
-            "--tags",
-            "Key=a,Value=b",
-        ],
-        "InvalidID",
-    );
+        ),
+    ];
+    for (args, code, named) in &refused {
+        let args: Vec<&str> = std::iter::once("ec2").chain(args.split(' ')).collect();
+        let e = d.aws_err(&args, code);
+        assert_names(&e, named);
+    }
+    let tags = d.aws_json(&["ec2", "describe-tags"]);
+    assert_eq!(tags["Tags"].as_array().unwrap().len(), 1, "{tags}");
+    assert_eq!(tags["Tags"][0]["Key"], k128.as_str(), "{tags}");
     describes_still_parse(&d);
 }
