@@ -273,6 +273,8 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
         .keep_alive(true)
+        // A client that shuts its side after sending still gets its answer.
+        .half_close(true)
         .max_buf_size(MAX_HEAD);
     let mut http = builder.serve_connection(TokioIo::new(stream), svc);
     let mut graceful = false;
