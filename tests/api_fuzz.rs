@@ -98,18 +98,9 @@ fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ErrorKind> {
     }
 }
 
-fn well_formed(body: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return false;
-    };
-    let mut r = quick_xml::Reader::from_str(text);
-    loop {
-        match r.read_event() {
-            Ok(quick_xml::events::Event::Eof) => return true,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
+fn well_formed(body: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    common::xml::check(text).map_err(|e| format!("{e} in {:?}", &text[..text.len().min(400)]))
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -152,9 +143,11 @@ fn worker(d: &Daemon, seed: u64) -> Tally {
                     t.server_errors += 1;
                     t.note(&format!("status {status}"), &c);
                 }
-                if content_type.contains("xml") && !well_formed(&body) {
-                    t.bad_xml += 1;
-                    t.note("bad xml", &c);
+                if content_type.contains("xml") && !c.head {
+                    if let Err(e) = well_formed(&body) {
+                        t.bad_xml += 1;
+                        t.note(&format!("bad xml: {e}"), &c);
+                    }
                 }
                 if close || c.last {
                     conn = None;

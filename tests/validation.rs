@@ -38,13 +38,8 @@ fn json(v: serde_json::Value) -> String {
 }
 
 fn well_formed_xml(body: &str) {
-    let mut r = quick_xml::Reader::from_str(body);
-    loop {
-        match r.read_event() {
-            Ok(quick_xml::events::Event::Eof) => return,
-            Ok(_) => {}
-            Err(e) => panic!("not well-formed XML ({e}): {body:?}"),
-        }
+    if let Err(e) = common::xml::check(body) {
+        panic!("not well-formed XML ({e}): {body:?}");
     }
 }
 

@@ -5,6 +5,8 @@
 //! a missing prerequisite fails the test instead, so CI can never pass by skipping.
 #![allow(dead_code)]
 
+pub mod xml;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
