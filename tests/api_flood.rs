@@ -175,6 +175,32 @@ fn api_answers_the_aws_cli_while_20000_half_open_connections_are_held() {
 }
 
 #[test]
+fn accept_frees_a_descriptor_when_the_daemon_runs_out_of_them() {
+    if !prerequisites(&["aws", "python3"]) {
+        return;
+    }
+    // The daemon inherits 256 descriptors and may admit far more connections than that.
+    let lim = libc::rlimit {
+        rlim_cur: 256,
+        rlim_max: 256,
+    };
+    // SAFETY: setrlimit reads the struct we own; lowering needs no privilege.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let d = Daemon::start_with(&["--api-max-connections", "100000"]);
+    let mut holders: Vec<Holder> = (0..2).map(|_| Holder::start(d.api_port, 200)).collect();
+    let held: usize = holders.iter_mut().map(Holder::held).sum();
+    assert_eq!(held, 400);
+    for _ in 0..3 {
+        d.aws_json(&["ec2", "describe-instances"]);
+    }
+    assert!(
+        d.log_text().contains("API accept failed"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
 fn slowloris_head_and_slow_body_are_cut_off_by_the_timeouts() {
     if !prerequisites(&[]) {
         return;

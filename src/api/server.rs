@@ -1,15 +1,16 @@
 //! The API's HTTP/1 server: its own accept loop over hyper, so that one client cannot make the
 //! daemon stop answering.
 //!
-//! Order of one connection: accept (an accept error such as EMFILE backs off, never ends the
-//! loop) → admission: at most `max_connections` at once; when full, the oldest connection that
-//! is not running a request (an idle keep-alive, a half-sent head or body) is closed to make
-//! room, and when every one is running a request the new one is closed at once → hyper reads
-//! the head within `header_timeout` → the handler ([`super::handle`]) checks the credentials
-//! before the body and reads the body within `body_timeout` → after each response the
-//! connection may stay idle for `idle_timeout` → when the connection ends, a lingering close
-//! (write side shut, what the client still sends read and dropped, bounded in bytes and time)
-//! so a client that is refused mid-upload gets its answer instead of a reset.
+//! Order of one connection: accept (an accept error backs off and never ends the loop; on
+//! EMFILE/ENFILE the oldest idle connection is closed to free a descriptor) → admission: at
+//! most `max_connections` at once; when full, the oldest connection that is not running a
+//! request (an idle keep-alive, a half-sent head or body) is closed to make room, and when every
+//! one is running a request the new one is closed at once → hyper reads the head within
+//! `header_timeout` → the handler ([`super::handle`]) checks the credentials before the body and
+//! reads the body within `body_timeout` → after each response the connection may stay idle for
+//! `idle_timeout` → when the connection ends, a lingering close (write side shut, what the
+//! client still sends read and dropped, at most 4 MiB and 2 s) so a client refused mid-upload
+//! gets its answer instead of a reset.
 //!
 //! Shutdown: stop accepting, ask every connection to finish its request and close, wait for
 //! them (bounded).
@@ -149,21 +150,30 @@ impl Registry {
     /// Admits a new connection, evicting the oldest idle one when full; `None` when every
     /// admitted connection is running a request.
     fn admit(&mut self, cfg: &ServerConfig) -> Option<(u64, Arc<Conn>)> {
-        if self.conns.len() >= self.max {
-            let victim = self
-                .conns
-                .iter()
-                .find(|(_, c)| !c.is_busy())
-                .map(|(k, _)| *k)?;
-            if let Some(c) = self.conns.remove(&victim) {
-                c.kill.notify_one();
-            }
+        if self.conns.len() >= self.max && !self.evict_oldest_idle() {
+            return None;
         }
         let key = self.next;
         self.next += 1;
         let conn = Arc::new(Conn::new(cfg));
         self.conns.insert(key, conn.clone());
         Some((key, conn))
+    }
+
+    /// Closes the oldest connection that is not running a request; false if there is none.
+    fn evict_oldest_idle(&mut self) -> bool {
+        let Some(victim) = self
+            .conns
+            .iter()
+            .find(|(_, c)| !c.is_busy())
+            .map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        if let Some(c) = self.conns.remove(&victim) {
+            c.kill.notify_one();
+        }
+        true
     }
 }
 
@@ -211,7 +221,11 @@ pub async fn serve(
                 s
             }
             Err(e) => {
-                // EMFILE/ENFILE/ENOBUFS and friends: wait for connections to close, then retry.
+                // Out of descriptors (EMFILE/ENFILE): free one by closing the oldest idle
+                // connection. For that and any other accept error: back off, then retry.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    lock(&registry).evict_oldest_idle();
+                }
                 if let Some(suppressed) = accept_log.check() {
                     tracing::warn!(error = %e, suppressed, "API accept failed; backing off");
                 }
