@@ -1,6 +1,7 @@
 //! `ec2lab serve`: the daemon in the foreground.
 //!
-//! Start-up order: check root → check the flags → create the data dir (0700) and take its lock
+//! Start-up order: check root → raise the open-files limit (soft to hard, before any socket is
+//! opened) → check the flags → create the data dir (0700) and take its lock
 //! (one daemon per data dir) → load or make the lab credentials → open the store and the control
 //! plane → build the default AMI → clean up what a previous daemon left (before the network
 //! starts) → start the network and boot again the instances recorded as running → bind the API → publish `daemon.json` and the AWS profile
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ipnet::Ipv4Net;
@@ -41,6 +43,20 @@ pub struct ServeArgs {
     /// The lab's region; its zones are <region>a … <region>d.
     #[arg(long, default_value = "ap-northeast-2")]
     pub region: String,
+    /// Most API connections open at once; when full, the oldest idle one is closed.
+    #[arg(long, default_value_t = 512)]
+    pub api_max_connections: usize,
+    /// Seconds a client has to send a request's head (request line and headers).
+    #[arg(long, default_value_t = 10)]
+    pub api_header_timeout: u64,
+    /// Seconds a client has to send a request's body, from the end of its head.
+    #[arg(long, default_value_t = 30)]
+    pub api_body_timeout: u64,
+    /// Seconds an API connection may stay idle between requests.
+    #[arg(long, default_value_t = 60)]
+    pub api_idle_timeout: u64,
+    #[command(flatten)]
+    pub limits: crate::cloud::Limits,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -50,6 +66,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "ec2lab serve needs root (it creates namespaces, mounts and cgroups): run it with sudo"
         );
     }
+    raise_nofile_limit();
     let loopback: Ipv4Net = "127.0.0.0/8".parse().expect("valid cidr");
     if !loopback.contains(&args.public_cidr) {
         bail!(
@@ -85,6 +102,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             account_id: ACCOUNT_ID.to_string(),
             endpoint: endpoint.clone(),
             public_cidr: args.public_cidr,
+            limits: args.limits.clone(),
         };
         let cloud = Arc::new(Cloud::open(cfg, store).map_err(|e| anyhow::anyhow!("{e}"))?);
         // The built-in AMI, made without any download on first start.
@@ -131,10 +149,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         );
         let state = ApiState::new(cloud.clone(), creds);
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("API server failed")?;
+        let server = api::server::ServerConfig {
+            max_connections: args.api_max_connections,
+            header_timeout: Duration::from_secs(args.api_header_timeout.max(1)),
+            body_timeout: Duration::from_secs(args.api_body_timeout.max(1)),
+            idle_timeout: Duration::from_secs(args.api_idle_timeout.max(1)),
+        };
+        api::server::serve(listener, state, server, shutdown_signal()).await;
         tracing::info!("stopping instances (they boot again at the next start)");
         tokio::task::spawn_blocking(move || {
             runtime.stop_all();
@@ -144,6 +165,31 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("ec2lab stopped");
         anyhow::Ok(())
     })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: every API connection, SSH session and
+/// front listener is a descriptor, and the default soft limit (1024) is far below what a lab
+/// under load holds. Failure is only logged: the daemon still works with fewer.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the rlimit struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            eprintln!(
+                "ec2lab: warning: cannot raise the open-files limit to {}: {}",
+                lim.rlim_max,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// The gateway listens on each public IP at --ssh-port; a host service bound to 0.0.0.0 on that

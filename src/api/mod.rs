@@ -1,23 +1,26 @@
-//! The HTTP server for the AWS Query protocols on `--api-addr`.
+//! The AWS Query protocols on `--api-addr`: [`server`] owns connections and their limits; this
+//! module owns one request.
 //!
-//! One request: read the body (bounded) → verify the SigV4 signature against the lab credentials
-//! → decode the form into [`Params`] → pick the service from the credential scope (`ec2`; later
-//! `elasticloadbalancing`, `autoscaling`) → dispatch the `Action` on a blocking thread → write the
-//! success XML, or the error XML with the status from [`error::status`].
+//! One request: method → the credentials, from the headers alone (a missing or wrong
+//! `Authorization` is refused before any of the body is read) → the body, bounded in size and
+//! time → the SigV4 signature over the body → decode the form into [`Params`] → pick the service
+//! from the credential scope (`ec2`; later `elasticloadbalancing`, `autoscaling`) → dispatch the
+//! `Action` on a blocking thread → write the success XML, or the error XML with the status from
+//! [`error::status`]. A refusal before the body was read closes the connection.
 
 pub mod ec2;
 pub mod error;
 pub mod params;
+pub mod server;
 pub mod sigv4;
 pub mod xml;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 
 pub use params::Params;
 
@@ -29,8 +32,12 @@ use crate::ratelimit::RateLimited;
 /// parameters) are far smaller.
 pub const MAX_BODY: usize = 256 * 1024;
 /// Bodies up to this size are read to the end before a too-large one is refused, so the client
-/// gets its 413 instead of a broken pipe (which SDKs would retry).
+/// gets its 413 instead of a broken pipe (which SDKs would retry); a body announced larger is
+/// refused at once.
 const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The body of every API response.
+pub type ResponseBody = Full<Bytes>;
 
 pub struct ApiState {
     pub cloud: Arc<Cloud>,
@@ -48,72 +55,78 @@ impl ApiState {
     }
 }
 
-pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new().fallback(handle).with_state(state)
-}
-
 /// Which AWS API a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Ec2,
 }
 
-async fn handle(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let request_id = ids::request_id();
-    let body = match axum::body::to_bytes(body, DRAIN_LIMIT).await {
-        Ok(b) if b.len() <= MAX_BODY => b,
-        _ => {
-            let e = AwsError::new(
-                "RequestEntityTooLarge",
-                format!("The request body is larger than the limit of {MAX_BODY} bytes."),
-            );
-            return error_response(&e, &request_id);
+/// An answer and whether the connection must close after it (the body was not read to its end).
+struct Refusal {
+    error: AwsError,
+    close: bool,
+}
+
+impl From<AwsError> for Refusal {
+    fn from(error: AwsError) -> Refusal {
+        Refusal {
+            error,
+            close: false,
         }
-    };
-    match serve(&st, &method, &uri, &headers, body, &request_id).await {
-        Ok(xml) => (
-            [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
-            [("x-amzn-requestid", request_id)],
-            xml,
-        )
-            .into_response(),
-        Err(e) => error_response(&e, &request_id),
     }
 }
 
-async fn serve(
+fn closing(error: AwsError) -> Refusal {
+    Refusal { error, close: true }
+}
+
+/// Answers one request on an admitted connection.
+pub async fn handle(
     st: &Arc<ApiState>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-    request_id: &str,
-) -> Result<String, AwsError> {
-    if method != Method::POST && method != Method::GET {
-        return Err(AwsError::new(
-            "InvalidAction",
-            format!("The HTTP method {method} is not supported."),
-        ));
+    conn: &server::Conn,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let request_id = ids::request_id();
+    let deadline = conn.request_started();
+    let result = answer(st, conn, req, deadline, &request_id).await;
+    conn.request_finished();
+    match result {
+        Ok(xml) => {
+            let mut r = Response::new(Full::new(Bytes::from(xml)));
+            set_headers(r.headers_mut(), &request_id, false);
+            r
+        }
+        Err(Refusal { error, close }) => error_response(&error, &request_id, close),
     }
-    let query = uri.query().unwrap_or("");
-    let header_list: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    let req = sigv4::Request {
+}
+
+async fn answer(
+    st: &Arc<ApiState>,
+    conn: &server::Conn,
+    req: Request<Incoming>,
+    deadline: tokio::time::Instant,
+    request_id: &str,
+) -> Result<String, Refusal> {
+    let (head, body) = req.into_parts();
+    let (method, uri) = (&head.method, &head.uri);
+    if method != Method::POST && method != Method::GET {
+        return Err(closing(AwsError::new(
+            "InvalidAction",
+            format!("The HTTP method {} is not supported.", method.as_str()),
+        )));
+    }
+    let header_list = header_list(&head.headers);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut req = sigv4::Request {
         method: method.as_str(),
         path: uri.path(),
-        query,
+        query: uri.query().unwrap_or(""),
         headers: &header_list,
-        body: &body,
+        body: &[],
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    sigv4::precheck(&req, &st.creds.access_key_id, now).map_err(|e| closing(auth_error(st, e)))?;
+    let body = read_body(&head.headers, body, deadline).await?;
+    req.body = &body;
     let auth = sigv4::verify(
         &req,
         &st.creds.access_key_id,
@@ -122,8 +135,81 @@ async fn serve(
     )
     .map_err(|e| auth_error(st, e))?;
 
+    let _busy = conn.dispatching();
     let mut params = Params::parse(&body);
-    params.extend(Params::parse(query.as_bytes()));
+    params.extend(Params::parse(req.query.as_bytes()));
+    dispatch(st, &auth, params, request_id)
+        .await
+        .map_err(Refusal::from)
+}
+
+fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Reads the body: at most [`MAX_BODY`] bytes kept, by `deadline`. A larger body is read (and
+/// dropped) up to [`DRAIN_LIMIT`] before the 413, so the client is not cut off mid-upload.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Incoming,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, Refusal> {
+    let too_large = || {
+        closing(AwsError::new(
+            "RequestEntityTooLarge",
+            format!("The request body is larger than the limit of {MAX_BODY} bytes."),
+        ))
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > DRAIN_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut kept: Vec<u8> = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                closing(AwsError::new(
+                    "IncompleteBody",
+                    format!("The request body could not be read: {e}."),
+                ))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen > DRAIN_LIMIT {
+                return Err(too_large());
+            }
+            if seen <= MAX_BODY {
+                kept.extend_from_slice(&data);
+            }
+        }
+        if seen > MAX_BODY {
+            return Err(too_large());
+        }
+        Ok(Bytes::from(kept))
+    };
+    tokio::time::timeout_at(deadline, read).await.map_err(|_| {
+        closing(AwsError::new(
+            "RequestTimeout",
+            "Your socket connection to the server was not read from or written to within the timeout period.",
+        ))
+    })?
+}
+
+async fn dispatch(
+    st: &Arc<ApiState>,
+    auth: &sigv4::AuthHeader,
+    params: Params,
+    request_id: &str,
+) -> Result<String, AwsError> {
     let service = match auth.service.as_str() {
         "ec2" => Service::Ec2,
         other => {
@@ -188,15 +274,26 @@ fn auth_error(st: &ApiState, e: sigv4::SigError) -> AwsError {
     }
 }
 
-fn error_response(e: &AwsError, request_id: &str) -> Response {
+fn set_headers(h: &mut HeaderMap, request_id: &str, close: bool) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml;charset=UTF-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    if close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+fn error_response(e: &AwsError, request_id: &str, close: bool) -> Response<ResponseBody> {
     let status = error::status(&e.code);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(code = %e.code, message = %e.message, request_id, "internal error");
     }
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
-        error::ec2_body(e, request_id),
-    )
-        .into_response()
+    let mut r = Response::new(Full::new(Bytes::from(error::ec2_body(e, request_id))));
+    *r.status_mut() = status;
+    set_headers(r.headers_mut(), request_id, close);
+    r
 }

@@ -58,7 +58,16 @@ impl AuthHeader {
         }
         let credential = credential.ok_or_else(|| bad("no Credential"))?;
         let scope: Vec<&str> = credential.split('/').collect();
-        if scope.len() != 5 || scope[4] != "aws4_request" {
+        let well_formed = scope.len() == 5
+            && scope[4] == "aws4_request"
+            && !scope[0].is_empty()
+            && scope[0].len() <= 128
+            && scope[0].bytes().all(|b| b.is_ascii_alphanumeric())
+            && scope[1].len() == 8
+            && scope[1].bytes().all(|b| b.is_ascii_digit())
+            && !scope[2].is_empty()
+            && !scope[3].is_empty();
+        if !well_formed {
             return Err(bad(
                 "Credential is not key/date/region/service/aws4_request",
             ));
@@ -72,6 +81,9 @@ impl AuthHeader {
             .split(';')
             .map(|h| h.to_ascii_lowercase())
             .collect();
+        if signed_headers.len() > 64 || signed_headers.iter().any(|h| h.is_empty()) {
+            return Err(bad("SignedHeaders is not a list of header names"));
+        }
         if !signed_headers.iter().any(|h| h == "host") {
             return Err(bad("SignedHeaders does not include host"));
         }
@@ -113,13 +125,15 @@ impl Request<'_> {
     }
 }
 
-/// Checks a request's signature against the lab credentials. `now` is seconds since the epoch.
-pub fn verify(
+/// The checks that need only the request line and headers, run before the body is read:
+/// the `Authorization` header (or presigned query) is present and well-formed, the access key is
+/// the lab's, the clock skew is within bounds and every signed header is present. Returns the
+/// parsed header and the request's `X-Amz-Date`.
+pub fn precheck(
     req: &Request<'_>,
     access_key: &str,
-    secret: &str,
     now: i64,
-) -> Result<AuthHeader, SigError> {
+) -> Result<(AuthHeader, String), SigError> {
     let (auth, amz_date) = if let Some(value) = req.header("authorization") {
         let auth = AuthHeader::parse(value)?;
         let date = req
@@ -143,6 +157,22 @@ pub fn verify(
             "credential date differs from X-Amz-Date".into(),
         ));
     }
+    if let Some(h) = auth.signed_headers.iter().find(|h| req.header(h).is_none()) {
+        return Err(SigError::Malformed(format!(
+            "signed header '{h}' is missing"
+        )));
+    }
+    Ok((auth, amz_date))
+}
+
+/// Checks a request's signature against the lab credentials. `now` is seconds since the epoch.
+pub fn verify(
+    req: &Request<'_>,
+    access_key: &str,
+    secret: &str,
+    now: i64,
+) -> Result<AuthHeader, SigError> {
+    let (auth, amz_date) = precheck(req, access_key, now)?;
     let query = strip_signature_param(req.query);
     let canonical = canonical_request(req, &query, &auth.signed_headers)?;
     let expected = signature(secret, &amz_date, &auth, &canonical);

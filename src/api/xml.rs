@@ -1,5 +1,12 @@
 //! A small writer for the response XML of the EC2 and Query protocols: elements with escaped
 //! text, nested structures and `<item>` lists. Elements are written in order into one buffer.
+//!
+//! The writer is the last line of defence for well-formedness: whatever string reaches it, the
+//! document stays XML 1.0. Markup characters are escaped, `\r` is written as `&#13;` (a parser
+//! would otherwise turn it into `\n`), and the characters XML 1.0 forbids (C0 controls other
+//! than tab, newline and carriage return; U+FFFE and U+FFFF) become U+FFFD. Input validation
+//! (`cloud::validate`) refuses them before they are stored; this covers everything else (error
+//! messages echoing client input, records written by older versions).
 
 use std::fmt::{Display, Write};
 
@@ -28,10 +35,7 @@ impl Xml {
         let _ = write!(self.buf, "<{name}>");
         let start = self.buf.len();
         let _ = write!(self.buf, "{value}");
-        if self.buf[start..]
-            .bytes()
-            .any(|b| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\''))
-        {
+        if needs_escape(&self.buf[start..]) {
             let escaped = escape(&self.buf[start..]);
             self.buf.truncate(start);
             self.buf.push_str(&escaped);
@@ -97,6 +101,18 @@ impl Xml {
     }
 }
 
+/// Whether `s` holds anything [`escape`] would change.
+fn needs_escape(s: &str) -> bool {
+    s.bytes()
+        .any(|b| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\'' | b'\r') || b < 0x20 || b == 0xEF)
+}
+
+/// Whether XML 1.0 allows `c` in a document (Rust strings cannot hold surrogates).
+pub fn allowed(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// Text safe inside an element or an attribute value.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
@@ -106,6 +122,8 @@ pub fn escape(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            c if !allowed(c) => out.push(char::REPLACEMENT_CHARACTER),
             c => out.push(c),
         }
     }
@@ -128,5 +146,27 @@ mod tests {
         assert!(doc.contains("<keySet><item><keyName>a&lt;b</keyName></item><item><keyName>c</keyName></item></keySet>"));
         assert!(doc.contains("<tagSet></tagSet>"));
         assert!(doc.ends_with("</DescribeKeyPairsResponse>"));
+    }
+
+    #[test]
+    fn forbidden_characters_never_reach_the_document() {
+        let nasty = "a\u{1}b\u{0}c\u{1b}[0m\u{FFFE}\u{FFFF}\r\n\t<&>\u{7f}\u{10FFFF}";
+        let mut x = Xml::new("R", EC2_NS);
+        x.elem("v", nasty).text(nasty);
+        let doc = x.finish("R");
+        for c in doc.chars() {
+            assert!(allowed(c), "{c:?} in {doc:?}");
+        }
+        assert!(
+            doc.contains("a\u{FFFD}b\u{FFFD}c\u{FFFD}[0m\u{FFFD}\u{FFFD}&#13;\n\t&lt;&amp;&gt;")
+        );
+        let mut reader = quick_xml::Reader::from_str(&doc);
+        loop {
+            match reader.read_event() {
+                Ok(quick_xml::events::Event::Eof) => break,
+                Ok(_) => {}
+                Err(e) => panic!("{e}: {doc:?}"),
+            }
+        }
     }
 }

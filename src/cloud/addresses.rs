@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::instances::{Instance, KIND as INSTANCE_KIND, State as InstanceState};
 use super::tags::{self, Filter, Filterable, Tag, TagSpec};
-use super::{AwsError, Cloud, ids};
+use super::{AwsError, Cloud, ids, validate};
 use crate::store::Change;
 
 pub const KIND: &str = "address";
@@ -70,6 +70,7 @@ pub(crate) fn public_ips_in_use(instances: &[Instance], addresses: &[Address]) -
 impl Cloud {
     pub fn allocate_address(&self, tag_specs: &[TagSpec]) -> Result<Address, AwsError> {
         let mut st = self.state();
+        self.cfg.limits.check_addresses(st.addresses.len())?;
         let used = public_ips_in_use(&st.instances, &st.addresses);
         let a = Address {
             allocation_id: ids::new_id("eipalloc"),
@@ -91,6 +92,9 @@ impl Cloud {
         allocation_id: Option<&str>,
         public_ip: Option<&str>,
     ) -> Result<Address, AwsError> {
+        if let Some(id) = allocation_id {
+            validate::id(id, "eipalloc", "InvalidAllocationID.Malformed")?;
+        }
         let st = self.state();
         match (allocation_id, public_ip) {
             (Some(id), _) => st
@@ -227,6 +231,9 @@ impl Cloud {
         association_id: Option<&str>,
         public_ip: Option<&str>,
     ) -> Result<(), AwsError> {
+        if let Some(id) = association_id {
+            validate::id(id, "eipassoc", "InvalidAssociationID.Malformed")?;
+        }
         let addr = {
             let st = self.state();
             match (association_id, public_ip) {

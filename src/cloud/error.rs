@@ -28,7 +28,10 @@ impl AwsError {
     pub fn invalid_value(param: &str, value: &str) -> AwsError {
         AwsError::new(
             "InvalidParameterValue",
-            format!("Value ({value}) for parameter {param} is invalid."),
+            format!(
+                "Value ({}) for parameter {param} is invalid.",
+                super::validate::shown(value)
+            ),
         )
     }
 

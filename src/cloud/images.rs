@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::tags::{self, Filter, Filterable, Tag, TagSpec};
-use super::{AwsError, Cloud, ids, now_iso};
+use super::{AwsError, Cloud, ids, now_iso, validate};
 use crate::ami::{AmiDir, Manifest};
 use crate::store::Change;
 
@@ -80,14 +80,7 @@ pub fn not_found(id: &str) -> AwsError {
 }
 
 pub fn check_id(id: &str) -> Result<(), AwsError> {
-    if ids::well_formed(id, "ami") {
-        Ok(())
-    } else {
-        Err(AwsError::new(
-            "InvalidAMIID.Malformed",
-            format!("Invalid id: \"{id}\" (expecting \"ami-...\")"),
-        ))
-    }
+    validate::id(id, "ami", "InvalidAMIID.Malformed")
 }
 
 impl Cloud {
@@ -103,23 +96,15 @@ impl Cloud {
         let name = name
             .map(str::to_string)
             .unwrap_or_else(|| ami.manifest.name.clone());
-        if name.len() < 3 || name.len() > 128 {
-            return Err(AwsError::invalid(format!(
-                "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/' and '_' (got '{name}')"
-            )));
-        }
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c))
-        {
-            return Err(AwsError::invalid(format!("Invalid AMI name '{name}'")));
-        }
+        validate::image_name(&name)?;
         let img = Image {
             id: ids::new_id("ami"),
             name,
-            description: description
-                .map(str::to_string)
-                .unwrap_or_else(|| ami.manifest.description.clone()),
+            description: {
+                let d = description.unwrap_or(&ami.manifest.description);
+                validate::image_description(d)?;
+                d.to_string()
+            },
             architecture: crate::ami::normalize_arch(&ami.manifest.architecture).to_string(),
             default_user: ami.manifest.default_user.clone(),
             root_device_name: ami.manifest.root_device_name.clone(),

@@ -22,12 +22,10 @@ use super::images::{self, Image};
 use super::network::{self, Network};
 use super::security_groups::{self, SecurityGroup};
 use super::tags::{self, Filter, Filterable, Tag, TagSpec};
-use super::{AwsError, Cloud, catalog, ids, now_iso};
+use super::{AwsError, Cloud, catalog, ids, limits, now_iso, validate};
 use crate::store::Change;
 
 pub const KIND: &str = "instance";
-/// Raw user data limit (before base64), as on EC2.
-pub const MAX_USER_DATA: usize = 16 * 1024;
 /// How long terminated instances stay visible.
 pub const TERMINATED_VISIBLE_SECS: i64 = 3600;
 /// Most instances one RunInstances call may start.
@@ -225,14 +223,7 @@ pub struct StateChange {
 }
 
 pub fn check_id(id: &str) -> Result<(), AwsError> {
-    if ids::well_formed(id, "i") {
-        Ok(())
-    } else {
-        Err(AwsError::new(
-            "InvalidInstanceID.Malformed",
-            format!("Invalid id: \"{id}\""),
-        ))
-    }
+    validate::id(id, "i", "InvalidInstanceID.Malformed")
 }
 
 fn not_found(missing: &[String]) -> AwsError {
@@ -251,21 +242,6 @@ fn not_found(missing: &[String]) -> AwsError {
 
 fn incorrect_state(msg: String) -> AwsError {
     AwsError::new("IncorrectInstanceState", msg)
-}
-
-/// Decodes and checks user data from the wire (base64, ≤ 16 KB raw).
-pub fn decode_user_data(b64: &str) -> Result<Vec<u8>, AwsError> {
-    let cleaned: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(cleaned.as_bytes())
-        .map_err(|_| AwsError::invalid("Invalid BASE64 encoding of user data."))?;
-    if raw.len() > MAX_USER_DATA {
-        return Err(AwsError::invalid(format!(
-            "User data is limited to {MAX_USER_DATA} bytes (got {} bytes).",
-            raw.len()
-        )));
-    }
-    Ok(raw)
 }
 
 /// The groups named by id and by name (RunInstances, ModifyInstanceAttribute); the VPC's
@@ -328,9 +304,7 @@ impl Cloud {
         images::check_id(&req.image_id)?;
         // Idempotency: the same ClientToken returns the same reservation.
         if let Some(token) = &req.client_token {
-            if token.len() > 64 {
-                return Err(AwsError::invalid_value("ClientToken", token));
-            }
+            validate::client_token(token)?;
             let st = self.state();
             let same: Vec<Instance> = st
                 .instances
@@ -377,7 +351,7 @@ impl Cloud {
             None => (None, None),
         };
         if let Some(u) = &req.user_data {
-            decode_user_data(u)?;
+            validate::user_data(u)?;
         }
         let shutdown_behavior = req
             .shutdown_behavior
@@ -445,6 +419,12 @@ impl Cloud {
         let mut created: Vec<Instance> = Vec::new();
         {
             let mut st = self.state();
+            let count = self.cfg.limits.instances_allowed(
+                limits::vcpus_in_use(&st.instances),
+                limits::vcpus_of(&itype),
+                req.min_count,
+                count,
+            )?;
             let net = self.network();
             let subnet = network::pick_subnet(
                 &net,
@@ -759,6 +739,18 @@ impl Cloud {
             .filter(|i| i.state == State::Stopped)
             .map(|i| i.id.clone())
             .collect();
+        {
+            let st = self.state();
+            let asked: u32 = insts
+                .iter()
+                .filter(|i| i.state == State::Stopped)
+                .map(|i| limits::vcpus_of(&i.instance_type))
+                .sum();
+            if asked > 0 {
+                let in_use = limits::vcpus_in_use(&st.instances);
+                self.cfg.limits.instances_allowed(in_use, asked, 1, 1)?;
+            }
+        }
         self.set_states(&start_ids, State::Pending, None, "")?;
         // A new auto-assigned public IP on every start, as on AWS.
         let to_start = self.assign_public_ips(&start_ids)?;
@@ -880,7 +872,7 @@ impl Cloud {
             }
             "userData" => {
                 need_stopped("user data")?;
-                decode_user_data(value)?;
+                validate::user_data(value)?;
                 n.user_data = if value.is_empty() {
                     None
                 } else {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::tags::{self, Filter, Filterable, Tag, TagSpec};
-use super::{AwsError, Cloud, ids, now_iso};
+use super::{AwsError, Cloud, ids, now_iso, validate};
 use crate::keys::{self, KeyType, PpkVersion, PublicKey};
 use crate::store::Change;
 
@@ -68,20 +68,6 @@ pub fn parse_key_format(v: Option<&str>) -> Result<KeyFormat, AwsError> {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), AwsError> {
-    if name.is_empty() {
-        return Err(AwsError::missing("KeyName"));
-    }
-    if name.len() > 255
-        || !name.is_ascii()
-        || name.trim() != name
-        || name.chars().any(|c| c.is_ascii_control())
-    {
-        return Err(AwsError::invalid_value("KeyName", name));
-    }
-    Ok(())
-}
-
 fn duplicate(name: &str) -> AwsError {
     AwsError::new(
         "InvalidKeyPair.Duplicate",
@@ -104,7 +90,7 @@ impl Cloud {
         format: KeyFormat,
         tag_specs: &[TagSpec],
     ) -> Result<Created, AwsError> {
-        validate_name(name)?;
+        validate::key_name(name)?;
         let tags = tags::tags_for(tag_specs, "key-pair")?;
         // Generating an RSA key takes tens of milliseconds: do it before taking the lock.
         let private = keys::generate(key_type);
@@ -136,7 +122,7 @@ impl Cloud {
         material: &[u8],
         tag_specs: &[TagSpec],
     ) -> Result<KeyPair, AwsError> {
-        validate_name(name)?;
+        validate::key_name(name)?;
         let tags = tags::tags_for(tag_specs, "key-pair")?;
         let public = PublicKey::parse_import(material).map_err(|e| {
             AwsError::new(

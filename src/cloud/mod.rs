@@ -3,8 +3,9 @@
 //! writes them through [`Store::apply`] in one transaction, and only then updates the live copy in
 //! memory, so a restart sees exactly what was acknowledged.
 //!
-//! Submodules: `error` (AWS error codes), `ids`, `tags` (tags and filters), `catalog` (zones and
-//! instance types), `keypairs`.
+//! Submodules: `error` (AWS error codes), `ids`, `validate` (every client string before it is
+//! stored), `limits` (account limits), `tags` (tags and filters), `catalog` (zones and instance
+//! types), one per resource kind.
 
 pub mod addresses;
 pub mod catalog;
@@ -15,10 +16,12 @@ pub mod images;
 pub mod instances;
 pub mod keypairs;
 mod lifecycle;
+pub mod limits;
 pub mod network;
 pub mod security_groups;
 pub mod tagging;
 pub mod tags;
+pub mod validate;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -27,6 +30,7 @@ pub use host::Host;
 pub use images::Image;
 pub use instances::{Instance, State as InstanceState};
 pub use keypairs::KeyPair;
+pub use limits::Limits;
 pub use tags::{Filter, Tag, TagSpec};
 
 use crate::store::Store;
@@ -40,6 +44,8 @@ pub struct CloudConfig {
     pub endpoint: String,
     /// Pool of public (and later Elastic) IPs, inside 127.0.0.0/8.
     pub public_cidr: ipnet::Ipv4Net,
+    /// Account limits (`serve --max-vcpus` and the like).
+    pub limits: Limits,
 }
 
 /// The live state, loaded from the store at start.

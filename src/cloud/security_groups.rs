@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::instances::{self, State as InstanceState};
 use super::tags::{self, Filter, Filterable, Tag, TagSpec};
-use super::{AwsError, Cloud, ids};
+use super::{AwsError, Cloud, ids, validate};
 use crate::store::Change;
 
 pub const KIND: &str = "security-group";
@@ -269,18 +269,8 @@ impl Cloud {
         vpc_id: Option<&str>,
         tag_specs: &[TagSpec],
     ) -> Result<SecurityGroup, AwsError> {
-        if name.is_empty() || name.len() > 255 {
-            return Err(AwsError::invalid_value("GroupName", name));
-        }
-        if name.starts_with("sg-") {
-            return Err(AwsError::new(
-                "InvalidParameterValue",
-                "Group names may not be in the format sg-*",
-            ));
-        }
-        if description.len() > 255 {
-            return Err(AwsError::invalid_value("GroupDescription", description));
-        }
+        validate::group_name(name)?;
+        validate::group_description(description)?;
         let net = self.network();
         if let Some(v) = vpc_id {
             if v != net.vpc_id {
@@ -300,6 +290,12 @@ impl Cloud {
             tags: tags::tags_for(tag_specs, "security-group")?,
         };
         let mut st = self.state();
+        self.cfg.limits.check_security_groups(
+            st.security_groups
+                .iter()
+                .filter(|x| x.vpc_id == net.vpc_id)
+                .count(),
+        )?;
         if st.security_groups.iter().any(|x| x.name == name) {
             return Err(AwsError::new(
                 "InvalidGroup.Duplicate",
@@ -317,6 +313,9 @@ impl Cloud {
 
     /// The group named by id (`sg-…`) or by name.
     pub fn security_group(&self, id_or_name: &str) -> Result<SecurityGroup, AwsError> {
+        if id_or_name.starts_with("sg-") {
+            validate::id(id_or_name, "sg", "InvalidGroupId.Malformed")?;
+        }
         self.state()
             .security_groups
             .iter()
@@ -373,6 +372,9 @@ impl Cloud {
         names: &[String],
         filters: &[Filter],
     ) -> Result<Vec<SecurityGroup>, AwsError> {
+        for id in ids_in {
+            validate::id(id, "sg", "InvalidGroupId.Malformed")?;
+        }
         let st = self.state();
         for w in ids_in.iter().chain(names) {
             if !st
@@ -419,9 +421,11 @@ impl Cloud {
             }
             let mut peers: Vec<(Option<String>, Option<String>, String)> = Vec::new();
             for (c, d) in &p.cidrs {
+                validate::rule_description("IpPermissions.N.IpRanges.M.Description", d)?;
                 peers.push((Some(parse_cidr(c)?), None, d.clone()));
             }
             for (sg, d) in &p.groups {
+                validate::rule_description("IpPermissions.N.Groups.M.Description", d)?;
                 let src = self.security_group(sg)?;
                 peers.push((None, Some(src.id), d.clone()));
             }
@@ -449,11 +453,13 @@ impl Cloud {
                 added.push(r);
             }
         }
-        if egress {
-            g.egress.extend(added.iter().cloned());
+        let list = if egress {
+            &mut g.egress
         } else {
-            g.ingress.extend(added.iter().cloned());
-        }
+            &mut g.ingress
+        };
+        list.extend(added.iter().cloned());
+        self.cfg.limits.check_rules(list.len(), egress)?;
         self.put_group(g)?;
         self.host().groups_changed();
         Ok(added)
@@ -609,23 +615,23 @@ mod tests {
         let lo: Ipv4Addr = "127.0.0.1".parse().unwrap();
         let other: Ipv4Addr = "127.0.0.9".parse().unwrap();
         assert!(matches!(
-            evaluate(&[g.clone()], lo, "tcp", 22, &none),
+            evaluate(std::slice::from_ref(&g), lo, "tcp", 22, &none),
             Verdict::Allowed { .. }
         ));
         assert_eq!(
-            evaluate(&[g.clone()], other, "tcp", 22, &none),
+            evaluate(std::slice::from_ref(&g), other, "tcp", 22, &none),
             Verdict::Denied
         );
         assert!(matches!(
-            evaluate(&[g.clone()], other, "tcp", 8050, &none),
+            evaluate(std::slice::from_ref(&g), other, "tcp", 8050, &none),
             Verdict::Allowed { .. }
         ));
         assert_eq!(
-            evaluate(&[g.clone()], other, "tcp", 8101, &none),
+            evaluate(std::slice::from_ref(&g), other, "tcp", 8101, &none),
             Verdict::Denied
         );
         assert_eq!(
-            evaluate(&[g.clone()], lo, "udp", 22, &none),
+            evaluate(std::slice::from_ref(&g), lo, "udp", 22, &none),
             Verdict::Denied
         );
         assert_eq!(
@@ -656,7 +662,7 @@ mod tests {
             }
         };
         assert!(matches!(
-            evaluate(&[by_group.clone()], other, "tcp", 5432, &member),
+            evaluate(std::slice::from_ref(&by_group), other, "tcp", 5432, &member),
             Verdict::Allowed { .. }
         ));
         assert_eq!(

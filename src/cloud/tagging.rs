@@ -2,7 +2,7 @@
 //! read from the id's prefix (`i-`, `ami-`, `key-`), as EC2 does.
 
 use super::tags::{self, Filter, Filterable, Tag};
-use super::{AwsError, Cloud, images, instances, keypairs, security_groups};
+use super::{AwsError, Cloud, images, instances, keypairs, security_groups, validate};
 use crate::store::Change;
 
 /// One tag of one resource, as DescribeTags lists it.
@@ -29,16 +29,20 @@ impl Filterable for ResourceTag {
 }
 
 fn kind_of(id: &str) -> Result<&'static str, AwsError> {
-    match id.split('-').next() {
-        Some("i") => Ok(instances::KIND),
-        Some("ami") => Ok(images::KIND),
-        Some("key") => Ok(keypairs::KIND),
-        Some("sg") => Ok(security_groups::KIND),
-        _ => Err(AwsError::new(
-            "InvalidID",
-            format!("The ID '{id}' is not valid"),
-        )),
-    }
+    let (prefix, kind) = match id.split('-').next() {
+        Some("i") => ("i", instances::KIND),
+        Some("ami") => ("ami", images::KIND),
+        Some("key") => ("key", keypairs::KIND),
+        Some("sg") => ("sg", security_groups::KIND),
+        _ => {
+            return Err(AwsError::new(
+                "InvalidID",
+                format!("The ID '{}' is not valid", validate::shown(id)),
+            ));
+        }
+    };
+    validate::id(id, prefix, "InvalidID")?;
+    Ok(kind)
 }
 
 fn missing(kind: &str, id: &str) -> AwsError {

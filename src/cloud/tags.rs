@@ -107,7 +107,7 @@ pub fn tags_for(specs: &[TagSpec], resource_type: &str) -> Result<Vec<Tag>, AwsE
             )));
         }
         for t in &s.tags {
-            validate_tag(t)?;
+            super::validate::tag(t)?;
             out.retain(|o| o.key != t.key);
             out.push(t.clone());
         }
@@ -115,32 +115,10 @@ pub fn tags_for(specs: &[TagSpec], resource_type: &str) -> Result<Vec<Tag>, AwsE
     Ok(out)
 }
 
-pub fn validate_tag(t: &Tag) -> Result<(), AwsError> {
-    if t.key.is_empty() || t.key.chars().count() > 128 {
-        return Err(AwsError::new(
-            "InvalidParameterValue",
-            "Tag keys must be 1 to 128 characters long.",
-        ));
-    }
-    if t.key.starts_with("aws:") {
-        return Err(AwsError::new(
-            "InvalidParameterValue",
-            "Tag keys starting with 'aws:' are reserved for internal use",
-        ));
-    }
-    if t.value.chars().count() > 256 {
-        return Err(AwsError::new(
-            "InvalidParameterValue",
-            "Tag values may be at most 256 characters long.",
-        ));
-    }
-    Ok(())
-}
-
 /// Applies CreateTags semantics: a tag with an existing key replaces it. At most 50 tags.
 pub fn merge(into: &mut Vec<Tag>, new: &[Tag]) -> Result<(), AwsError> {
     for t in new {
-        validate_tag(t)?;
+        super::validate::tag(t)?;
         match into.iter_mut().find(|o| o.key == t.key) {
             Some(o) => o.value = t.value.clone(),
             None => into.push(t.clone()),

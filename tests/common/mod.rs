@@ -5,6 +5,8 @@
 //! a missing prerequisite fails the test instead, so CI can never pass by skipping.
 #![allow(dead_code)]
 
+pub mod xml;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -97,10 +99,17 @@ pub struct Daemon {
     _pool_lock: std::fs::File,
     child: Option<Child>,
     pub log: PathBuf,
+    /// More `serve` flags (limits, timeouts), given by `start_with`.
+    extra_args: Vec<String>,
 }
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts a daemon with more `serve` flags (`--max-vcpus 2`, `--api-body-timeout 3`, …).
+    pub fn start_with(args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         // A distinct public pool per daemon, so tests running in parallel never share addresses.
@@ -114,6 +123,7 @@ impl Daemon {
             public_cidr,
             _pool_lock: pool_lock,
             child: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -135,6 +145,7 @@ impl Daemon {
             .args(["--api-addr", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--public-cidr", &self.public_cidr])
             .args(["--ssh-port", &self.ssh_port.to_string()])
+            .args(&self.extra_args)
             .env("EC2LAB_LOG", "info,ec2lab=debug")
             .stdout(Stdio::null())
             .stderr(log)

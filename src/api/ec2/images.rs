@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::tag_set;
 use crate::api::Params;
 use crate::api::xml::Xml;
-use crate::cloud::{AwsError, Cloud, Image};
+use crate::cloud::{AwsError, Cloud, Image, validate};
 
 /// RegisterImage with `ImageLocation` = the absolute path of an AMI directory on the lab host.
 pub(super) fn register_image(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
@@ -15,10 +15,11 @@ pub(super) fn register_image(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<
     let location = p.get("ImageLocation").ok_or_else(|| {
         AwsError::missing("ImageLocation (the absolute path of an AMI directory on the lab host)")
     })?;
+    validate::text("ImageLocation", location)?;
     let ami = crate::ami::inspect(Path::new(location)).map_err(|e| {
         AwsError::new(
             "InvalidParameterValue",
-            format!("ImageLocation {location}: {e}"),
+            format!("ImageLocation {}: {e}", validate::shown(location)),
         )
     })?;
     let img = c.register_image(
