@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for tool in puttygen:putty-tools ssh:openssh-client ssh-keygen:openssh-client sshd:openssh-server \
-            curl:curl sudo:sudo ps:procps ssh-keyscan:openssh-client setpriv:util-linux openssl:openssl busybox:busybox-static ip:iproute2; do
+            curl:curl sudo:sudo ps:procps ssh-keyscan:openssh-client setpriv:util-linux openssl:openssl busybox:busybox-static ip:iproute2 \
+            mkfs.ext4:e2fsprogs python3:python3; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need_apt+=("${tool##*:}")
 done
 if ((${#need_apt[@]})); then
