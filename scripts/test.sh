@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for tool in puttygen:putty-tools ssh:openssh-client ssh-keygen:openssh-client sshd:openssh-server \
-            curl:curl sudo:sudo ps:procps ssh-keyscan:openssh-client setpriv:util-linux openssl:openssl busybox:busybox-static ip:iproute2; do
+            curl:curl sudo:sudo ps:procps ssh-keyscan:openssh-client setpriv:util-linux openssl:openssl busybox:busybox-static ip:iproute2 \
+            mkfs.ext4:e2fsprogs; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need_apt+=("${tool##*:}")
 done
+# The escape suite runs the distribution's python3 inside instances (they see the host's /usr).
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
 if ((${#need_apt[@]})); then
   echo "test.sh: installing ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -194,11 +194,18 @@ fn instance_root_is_an_unprivileged_host_uid_range() {
     assert_eq!(map[2], 65536, "{out}");
     assert_eq!(&lines[1..], ["0", "0", "0", "0"], "{out}");
     // On the host, the file belongs to the instance's range, not to root.
-    let made = d
-        .data_dir
-        .join(format!("volumes/{a}/upper/root/made-inside"));
+    // (Seen through the instance's init: its volume is mounted only inside.)
+    let init: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.data_dir.join(format!("run/{a}/init.json"))).unwrap(),
+    )
+    .unwrap();
+    let made = format!("/proc/{}/root/root/made-inside", init["init_pid"]);
     let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).unwrap());
-    assert_eq!(u64::from(uid), map[1], "{}", made.display());
+    assert_eq!(u64::from(uid), map[1], "{made}");
+    // The root volume has its size (8 GiB), not the host disk's.
+    let df = d.exec_ok(a, None, "df -k / | tail -1");
+    let kib: u64 = df.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(kib <= 8 << 20 && kib > 7 << 20, "df /: {df}");
     // sudo (setuid root through the idmapped /usr) still works for the default user.
     assert_eq!(d.exec_ok(a, None, "sudo -n id -u").trim(), "0");
     // The instance's processes run as that uid on the host.

@@ -131,9 +131,11 @@ impl Lab {
     pub fn serve(&self, id: &str) -> Target {
         self.d.wait_state(id, "running");
         let deadline = Instant::now() + Duration::from_secs(60);
-        let upper = self.volume(id).join("upper");
-        while !(upper.join("home/ec2-user/.ssh/authorized_keys").exists()
-            && upper.join("root/.ssh/authorized_keys").exists())
+        // The root volume is an image mounted only inside the instance: look through its init.
+        let (pid, _) = self.init_state(id);
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        while !(root.join("home/ec2-user/.ssh/authorized_keys").exists()
+            && root.join("root/.ssh/authorized_keys").exists())
         {
             assert!(Instant::now() < deadline, "{id}: keys never written");
             std::thread::sleep(Duration::from_millis(20));
@@ -142,11 +144,7 @@ impl Lab {
             return t;
         }
         let (init_pid, start_time) = self.init_state(id);
-        let host_key_dir = if self.volume(id).join("host_keys").is_dir() {
-            self.volume(id).join("host_keys")
-        } else {
-            upper.join("etc/ssh")
-        };
+        let host_key_dir = self.volume(id).join("host_keys");
         // An address of the daemon's pool that the daemon itself does not hand out early.
         let octet = self.d.public_cidr.split('.').nth(1).unwrap().to_string();
         let k = self.next_ip.fetch_add(1, Ordering::Relaxed);
@@ -230,11 +228,7 @@ impl Lab {
 
     /// The instance's host key fingerprints (`SHA256:…`) as `ssh-keygen -l` prints them.
     pub fn host_fingerprints(&self, id: &str) -> Vec<String> {
-        let dir = if self.volume(id).join("host_keys").is_dir() {
-            self.volume(id).join("host_keys")
-        } else {
-            self.volume(id).join("upper/etc/ssh")
-        };
+        let dir = self.volume(id).join("host_keys");
         let mut fps = Vec::new();
         for name in ["ssh_host_ed25519_key.pub", "ssh_host_ecdsa_key.pub"] {
             let out = run_ok(Command::new("ssh-keygen").arg("-lf").arg(dir.join(name)));

@@ -7,17 +7,19 @@
 //! removal retried); then the lab's VPC router namespace (see `sandbox::vpc`) and one metadata
 //! service on 169.254.169.254:80 in it, answering each instance by its source address.
 //!
-//! Start of an instance: (first boot) create the root volume and write the instance's own files
-//! into its upper layer through `sandbox::guestfs` (never by plain path: the instance's root may
-//! have planted symlinks or FIFOs there) — SSH host keys, hostname, hosts, machine-id → the boot
+//! Start of an instance: (first boot) claim or make the root volume (its image already holds
+//! the SSH host keys) and list the files PID 1 writes into it through `sandbox::guestfs`
+//! (never by plain path: the instance's root may have planted symlinks or FIFOs there) —
+//! hostname, hosts, machine-id → the boot
 //! context (user data, launch key), kept in the volume dir *outside* the instance and handed to
 //! its PID 1 in memory → `sandbox::launch` (its `eth0` is a veth to the router) → the SSH
 //! gateway's listener on its public IP → watch PID 1's pidfd.
 //!
 //! ```text
-//! DIR/volumes/<id>/   root volume: upper/ work/ (overlay), host_keys/ (the gateway's copy),
-//!                     boot.json (the boot context), console.prev (console output across
-//!                     daemon restarts) — only upper/ and work/ are the instance's
+//! DIR/volumes/<id>/   root volume: disk.img (an 8 GiB ext4 image holding the overlay's upper/
+//!                     and work/, mounted only inside the instance; see `sandbox::volume`),
+//!                     host_keys/ (the gateway's copy), boot.json (the boot context),
+//!                     console.prev (console output across daemon restarts)
 //! DIR/run/<id>/       runtime: console.log, init.json, rootfs mount point
 //! DIR/vpc-router.netns the VPC router's network namespace (a bind mount; see `sandbox::vpc`)
 //! DIR/spares/         volumes with host keys made ahead, claimed by first boots (a rename)
@@ -43,7 +45,7 @@ use crate::gateway::{Admit, Gateway, Route};
 use crate::keys::{self, HostKeyType};
 use crate::sandbox::guestfs::GuestDir;
 use crate::sandbox::vpc::Router;
-use crate::sandbox::{self, InitExit, LaunchSpec, Limits, Running};
+use crate::sandbox::{self, InitExit, LaunchSpec, Limits, Running, VolumeFile};
 use crate::userdata::BootContext;
 
 /// The metadata service's address inside every instance.
@@ -316,10 +318,12 @@ impl Runtime {
     }
 
     /// First boot: the instance's own files in its upper layer.
-    fn prepare_volume(&self, inst: &Instance) -> Result<(), String> {
+    /// Returns the files PID 1 writes into the new volume (through `guestfs`): a first boot's
+    /// hostname, hosts and machine-id; none on later boots.
+    fn prepare_volume(&self, inst: &Instance) -> Result<Vec<VolumeFile>, String> {
         let marker = self.volume_dir(&inst.id).join(".prepared");
         if marker.exists() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // The host keys and directories come from a spare volume made ahead of time (creating
         // a dozen files costs milliseconds on a launch); without one, they are made here.
@@ -330,7 +334,6 @@ impl Runtime {
             .cloud()
             .map(|c| c.cfg.region.clone())
             .unwrap_or_default();
-        let upper = guest_upper(&self.volume_dir(&inst.id))?;
         let machine_id: String = inst
             .id
             .trim_start_matches("i-")
@@ -344,16 +347,19 @@ impl Runtime {
             inst.private_dns(&region),
             inst.hostname()
         );
-        for (path, content, mode) in [
-            ("etc/hostname", format!("{}\n", inst.hostname()), 0o644),
-            ("etc/hosts", hosts, 0o644),
-            ("etc/machine-id", format!("{machine_id}\n"), 0o444),
-        ] {
-            upper
-                .write(path, content.as_bytes(), mode)
-                .map_err(|e| format!("write /{path} in the root volume: {e}"))?;
-        }
-        write_file(&marker, b"", 0o600)
+        write_file(&marker, b"", 0o600)?;
+        Ok([
+            ("/etc/hostname", format!("{}\n", inst.hostname()), 0o644),
+            ("/etc/hosts", hosts, 0o644),
+            ("/etc/machine-id", format!("{machine_id}\n"), 0o444),
+        ]
+        .into_iter()
+        .map(|(path, content, mode)| VolumeFile {
+            path: path.into(),
+            content,
+            mode,
+        })
+        .collect())
     }
 
     /// The boot context PID 1 gets in memory; also kept in the volume dir (host side) for
@@ -378,7 +384,13 @@ impl Runtime {
         Ok(json)
     }
 
-    fn spec(&self, inst: &Instance, image: &Image, boot: String) -> LaunchSpec {
+    fn spec(
+        &self,
+        inst: &Instance,
+        image: &Image,
+        boot: String,
+        volume_files: Vec<VolumeFile>,
+    ) -> LaunchSpec {
         let t = catalog::instance_type(&inst.instance_type)
             .copied()
             .unwrap_or(catalog::INSTANCE_TYPES[1]);
@@ -415,6 +427,7 @@ impl Runtime {
             ],
             init_payload: Some(boot),
             user_namespace: true,
+            volume_files,
         }
     }
 
@@ -546,12 +559,12 @@ impl Host for Arc<Runtime> {
         let first_boot = !self.volume_dir(&inst.id).join(".prepared").exists();
         let result = (|| {
             let t = Instant::now();
-            self.prepare_volume(inst)?;
+            let files = self.prepare_volume(inst)?;
             let prep = t.elapsed().as_secs_f64() * 1000.0;
             let boot = self.boot_context(inst, image)?;
             tracing::debug!(instance = %inst.id, prepare_ms = prep, boot_ctx_ms = t.elapsed().as_secs_f64() * 1000.0 - prep, "volume ready");
             let t = Instant::now();
-            let r = sandbox::launch(&self.exe, &self.spec(inst, image, boot))
+            let r = sandbox::launch(&self.exe, &self.spec(inst, image, boot, files))
                 .map_err(|e| e.to_string());
             tracing::debug!(instance = %inst.id, ms = t.elapsed().as_secs_f64() * 1000.0, "sandbox launched");
             r
@@ -667,9 +680,13 @@ impl Host for Arc<Runtime> {
 /// copy in `host_keys/`, outside the instance's reach, which the SSH gateway presents.
 fn write_host_keys(volume: &Path) -> Result<(), String> {
     let kept = volume.join("host_keys");
-    mkdirs(&volume.join("upper"), 0o755)?;
+    // The volume's first files are staged in a directory of ours, then become its image.
+    let staging = volume.join(".fs");
+    mkdirs(&staging.join("upper"), 0o755)?;
+    mkdirs(&staging.join("work"), 0o755)?;
     mkdirs(&kept, 0o700)?;
-    let upper = guest_upper(volume)?;
+    let upper = GuestDir::open(&staging.join("upper"))
+        .map_err(|e| format!("open {}: {e}", staging.display()))?;
     for kind in [HostKeyType::Ed25519, HostKeyType::EcdsaP256] {
         let (private, public) = keys::generate_host_key(kind);
         let public = format!("{public}\n");
@@ -684,13 +701,8 @@ fn write_host_keys(volume: &Path) -> Result<(), String> {
             write_file(&kept.join(&file), content.as_bytes(), mode)?;
         }
     }
-    Ok(())
-}
-
-/// The root volume's upper layer, for writes that must not follow what the instance planted.
-fn guest_upper(volume: &Path) -> Result<GuestDir, String> {
-    let upper = volume.join("upper");
-    GuestDir::open(&upper).map_err(|e| format!("open {}: {e}", upper.display()))
+    sandbox::volume::create(volume, sandbox::volume::DEFAULT_BYTES, &staging)
+        .map_err(|e| format!("make the root volume {}: {e}", volume.display()))
 }
 
 /// The login banner: which instance this is, as a learner wants to see it.

@@ -72,6 +72,9 @@ pub struct CgroupPaths {
     pub procs_dir: PathBuf,
     /// v1 freezer directory, when the freezer hierarchy is mounted.
     pub freezer_dir: Option<PathBuf>,
+    /// v1 devices directory (the allow-list), when that hierarchy is mounted.
+    #[serde(default)]
+    pub devices_dir: Option<PathBuf>,
 }
 
 /// Where the hierarchies are mounted on this host.
@@ -220,12 +223,14 @@ impl Layout {
                 let mut dirs = vec![d(memory), d(cpu), d(pids)];
                 let freezer_dir = freezer.as_deref().map(d);
                 dirs.extend(freezer_dir.clone());
-                dirs.extend(devices.as_deref().map(d));
+                let devices_dir = devices.as_deref().map(d);
+                dirs.extend(devices_dir.clone());
                 CgroupPaths {
                     version: CgroupVersion::V1,
                     procs_dir: d(pids),
                     dirs,
                     freezer_dir,
+                    devices_dir,
                 }
             }
             Layout::V2 { root } => {
@@ -235,6 +240,7 @@ impl Layout {
                     dirs: vec![dir.clone()],
                     procs_dir: dir,
                     freezer_dir: None,
+                    devices_dir: None,
                 }
             }
         }
@@ -432,6 +438,17 @@ pub(crate) fn create(id: &str, limits: &Limits) -> Result<CgroupPaths, SandboxEr
         }
     }
     Ok(paths)
+}
+
+/// Adds one rule (`"b 7:3 rw"`) to the instance's device allow-list (v1; v2 has none yet).
+pub(crate) fn allow_device(paths: &CgroupPaths, rule: &str) -> Result<(), SandboxError> {
+    match &paths.devices_dir {
+        Some(d) => {
+            let f = d.join("devices.allow");
+            write_file(&f, rule).map_err(|e| io_err("allow device in", &f, e))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Moves process `pid` (0 = the caller) into the instance's cgroup, in every hierarchy.

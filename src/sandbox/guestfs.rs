@@ -36,6 +36,8 @@ const WRITE_RESOLVE: u64 = READ_RESOLVE | sys::RESOLVE_NO_SYMLINKS;
 /// resolved as if it were `/`.
 pub struct GuestDir {
     root: OwnedFd,
+    /// Host uid/gid that files and directories made here get (default: root's).
+    owner: Option<(u32, u32)>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -69,7 +71,7 @@ impl GuestDir {
     pub fn open(dir: &Path) -> io::Result<GuestDir> {
         let c = sys::cpath(dir)?;
         let root = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
-        Ok(GuestDir { root })
+        Ok(GuestDir { root, owner: None })
     }
 
     /// Pins the root directory of the process `pid` (`/proc/<pid>/root`), e.g. a running
@@ -77,7 +79,14 @@ impl GuestDir {
     pub fn of_process(pid: i32) -> io::Result<GuestDir> {
         let c = sys::cstring(format!("/proc/{pid}/root"))?;
         let root = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-        Ok(GuestDir { root })
+        Ok(GuestDir { root, owner: None })
+    }
+
+    /// Files and directories made from now on belong to `uid:gid` (e.g. the instance's root
+    /// as the host sees it).
+    pub fn owned_by(mut self, uid: u32, gid: u32) -> GuestDir {
+        self.owner = Some((uid, gid));
+        self
     }
 
     fn resolve(&self, rel: &str, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
@@ -146,10 +155,13 @@ impl GuestDir {
             let last = i + 1 == names.len();
             match sys::mkdirat(dir.as_fd(), &n, if last { mode } else { 0o755 }) {
                 Ok(()) => {
+                    let made = sys::openat2(dir.as_fd(), &n, flags, WRITE_RESOLVE)?;
                     if last {
                         // mkdir applies the umask; the caller asked for this mode.
-                        let made = sys::openat2(dir.as_fd(), &n, flags, WRITE_RESOLVE)?;
                         sys::fchmod(made.as_fd(), mode)?;
+                    }
+                    if let Some((u, g)) = self.owner {
+                        sys::fchown(made.as_fd(), u, g)?;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -176,6 +188,9 @@ impl GuestDir {
         let done = (|| {
             let mut file = std::fs::File::from(f);
             file.write_all(content)?;
+            if let Some((u, g)) = self.owner {
+                sys::fchown(file.as_fd(), u, g)?;
+            }
             sys::fchmod(file.as_fd(), mode)?;
             renameat(dir.as_fd(), &tmp, &sys::cstring(name)?)
         })();

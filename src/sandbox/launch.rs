@@ -331,17 +331,16 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
     dir(Step::RunDir, &spec.run_dir)?;
     fs::set_permissions(&spec.run_dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| failed(Step::RunDir, spec.run_dir.display().to_string(), &e))?;
-    dir(Step::VolumeDir, &spec.upper_dir())?;
-    dir(Step::VolumeDir, &spec.work_dir())?;
+    let has_image = super::volume::image(&spec.volume_dir).exists();
+    if !has_image {
+        // A volume made before images: plain directories on the host (unbounded).
+        dir(Step::VolumeDir, &spec.upper_dir())?;
+        dir(Step::VolumeDir, &spec.work_dir())?;
+    }
     dir(Step::RunDir, &spec.rootfs())?;
     // One instance per root volume: overlayfs does not refuse a second mount of the same
     // upper dir, so PID 1 holds an flock on the volume for its whole life.
     let lock = lock_volume(&spec.volume_dir)?;
-    // The upper layer stores the instance's host ids (see `userns`).
-    if spec.user_namespace {
-        super::userns::shift_volume(&spec.upper_dir(), super::userns::base(&spec.instance_id))
-            .map_err(|e| failed(Step::VolumeDir, spec.upper_dir().display().to_string(), &e))?;
-    }
 
     // L3: the console log, opened here so PID 1 writes to a host file it cannot name.
     let console_path = spec.run_dir.join(CONSOLE_LOG);
@@ -354,6 +353,18 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
 
     // L4: cgroup with limits; join it so PID 1 (and all it forks) is born inside.
     let cg = cgroup::create(&spec.instance_id, &spec.limits).map_err(|e| failed_from(&e))?;
+    // L4a: the volume's image on a loop device (auto-clear), the one block device the
+    // instance's cgroup may use (for PID 1's mount; there is no node for it inside).
+    let volume = super::volume::attach(&spec.volume_dir).map_err(|e| {
+        failed(
+            Step::VolumeDir,
+            super::volume::image(&spec.volume_dir).display().to_string(),
+            &e,
+        )
+    })?;
+    if let Some(v) = &volume {
+        cgroup::allow_device(&cg, &format!("b 7:{} rw", v.minor)).map_err(|e| failed_from(&e))?;
+    }
     cgroup::join(&cg, sys::getpid()).map_err(|e| failed_from(&e))?;
 
     // L4b: the instance's user namespace (its root is an unprivileged host uid range), made
@@ -382,7 +393,14 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
         Err(e) => return Err(failed(Step::Clone, "", &e)),
         Ok(Fork::Child) => {
             drop(report_rd);
-            pid1(input, console, lock, report_wr, userns, init_entry)
+            pid1(
+                input,
+                console,
+                lock,
+                report_wr,
+                (userns, volume),
+                init_entry,
+            )
         }
         Ok(Fork::Parent { pid, pidfd }) => (pid, pidfd.expect("CLONE_PIDFD gives a pidfd")),
     };
@@ -391,6 +409,7 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
     drop(console);
     drop(lock);
     drop(userns);
+    drop(volume);
 
     // L6: EOF without a message = PID 1 runs init.
     let mut msg = Vec::new();
@@ -474,7 +493,7 @@ fn pid1(
     console: File,
     lock: OwnedFd,
     report: OwnedFd,
-    userns: Option<OwnedFd>,
+    ns_and_volume: (Option<OwnedFd>, Option<super::volume::Attached>),
     init_entry: InitEntry,
 ) -> ! {
     let report_failure = |(step, what, e): OpError| -> ! {
@@ -490,7 +509,7 @@ fn pid1(
         );
         sys::exit_now(1)
     };
-    if let Err(f) = pid1_setup(input, console, &lock, &report, userns) {
+    if let Err(f) = pid1_setup(input, console, &lock, &report, ns_and_volume) {
         report_failure(f)
     }
     let argv = &input.spec.init_argv;
@@ -517,7 +536,7 @@ fn pid1_setup(
     console: File,
     lock: &OwnedFd,
     report: &OwnedFd,
-    userns: Option<OwnedFd>,
+    (userns, volume): (Option<OwnedFd>, Option<super::volume::Attached>),
 ) -> Result<(), OpError> {
     let spec = &input.spec;
     let err = |step: Step, what: &str| {
@@ -537,11 +556,33 @@ fn pid1_setup(
 
     // P2: the filesystem (see mounts.rs for the order), idmapped for the user namespace.
     let rootfs = spec.rootfs();
+    // The upper layer, once attached: stored with the instance's host ids (see `userns`), then
+    // the files the host gives a first boot (hostname, hosts…), through `guestfs`.
+    let prepare = |upper: &Path| -> io::Result<()> {
+        let owner = if spec.user_namespace {
+            let base = super::userns::base(&spec.instance_id);
+            super::userns::shift_volume(upper, base)?;
+            (base, base)
+        } else {
+            (0, 0)
+        };
+        let g = super::guestfs::GuestDir::open(upper)?.owned_by(owner.0, owner.1);
+        for f in &spec.volume_files {
+            g.write(&f.path, f.content.as_bytes(), f.mode)?;
+        }
+        Ok(())
+    };
+    let vol = mounts::Volume {
+        device: volume.as_ref(),
+        prepare: &prepare,
+    };
     mounts::apply(
         &rootfs,
         &mounts::plan(spec),
         userns.as_ref().map(|f| f.as_fd()),
+        &vol,
     )?;
+    drop(volume);
 
     // P3: hostname (UTS namespace).
     sys::sethostname(&spec.hostname).map_err(err(Step::Hostname, &spec.hostname))?;

@@ -12,6 +12,7 @@
 //!      (held by PID 1 for its life: one instance per root volume)
 //!   L3 open run_dir/console.log (append) on the host side
 //!   L4 create cgroup ec2lab/<id> with limits, join it (so PID 1 is born inside)
+//!   L4a the root volume's image on a loop device (see `volume`), allowed in the cgroup
 //!   L4b the instance's user namespace (see `userns`), a descriptor PID 1 inherits
 //!   L5 clone3(NEWNS|NEWPID|NEWUTS|NEWIPC|NEWNET|NEWCGROUP | CLONE_PARENT | CLONE_PIDFD)
 //!      → PID 1, whose parent is the *daemon* (CLONE_PARENT): the daemon reaps it and reads its
@@ -65,7 +66,8 @@
 //! Files: `spec` (what an instance is), `launch` (L*/P* above), `mounts`, `cgroup` (v1+v2),
 //! `caps`, `netns` (loopback + sockets for the daemon), `init` (PID 1), `enter`, `pty`, `passwd`,
 //! `sys` (the syscall seam: every raw call in one place), `process` (pid + start time),
-//! `guestfs` (the only way the host reads or writes an instance's files), `seccomp`, `userns`.
+//! `guestfs` (the only way the host reads or writes an instance's files), `seccomp`, `userns`,
+//! `volume` (root volumes as fixed-size ext4 images on loop devices).
 
 mod caps;
 mod cgroup;
@@ -83,6 +85,7 @@ mod spec;
 mod stale;
 mod sys;
 pub mod userns;
+pub mod volume;
 pub mod vpc;
 
 use std::fmt;
@@ -102,7 +105,7 @@ pub use init::{
 pub use launch::{InitEntry, LAUNCH_ARG, launch, launcher_main};
 pub use netns::{bind_in_netns, connect_in_netns};
 pub use pty::open_pty;
-pub use spec::{LaunchSpec, Limits};
+pub use spec::{LaunchSpec, Limits, VolumeFile};
 pub use sys::WaitStatus;
 
 /// One step of building an instance; named in errors so a failure says where it happened.

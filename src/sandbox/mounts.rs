@@ -444,12 +444,21 @@ fn bind_read_only(
     .map_err(err)
 }
 
+/// The root volume as PID 1 mounts it: its loop device (none: a plain directory volume), and
+/// what to do with its upper layer once it is attached and before the overlay is mounted (the
+/// id shift and the first-boot files, as host root).
+pub(crate) struct Volume<'a> {
+    pub device: Option<&'a super::volume::Attached>,
+    pub prepare: &'a dyn Fn(&Path) -> io::Result<()>,
+}
+
 /// Performs `ops` with the new root at `rootfs`. Stops at the first failure. With `userns`,
 /// the overlay's layers and the read-only binds are idmapped mounts for that namespace.
 pub(crate) fn apply(
     rootfs: &Path,
     ops: &[Op],
     userns: Option<BorrowedFd<'_>>,
+    vol: &Volume<'_>,
 ) -> Result<(), OpError> {
     let rootfs_c =
         sys::cpath(rootfs).map_err(op_err(Step::MountOverlay, rootfs.display().to_string()))?;
@@ -476,7 +485,7 @@ pub(crate) fn apply(
                 let what = format!("{} ({data})", rootfs.display());
                 let ns = userns.expect("checked");
                 root = Some(
-                    idmapped_overlay(&rootfs_c, data, ns)
+                    idmapped_overlay(&rootfs_c, data, ns, vol)
                         .map_err(op_err(Step::MountOverlay, what))?,
                 );
             }
@@ -630,7 +639,12 @@ pub(crate) fn apply(
 /// `rootfs` itself; the overlay is then mounted on top of that tmpfs with paths relative to it
 /// (`lowerdir=0:1,upperdir=v/upper,workdir=v/work`), so the staging mounts are hidden under
 /// the new root and `/proc/mounts` inside names no host path.
-fn idmapped_overlay(rootfs: &CStr, data: &str, userns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+fn idmapped_overlay(
+    rootfs: &CStr,
+    data: &str,
+    userns: BorrowedFd<'_>,
+    vol: &Volume<'_>,
+) -> io::Result<OwnedFd> {
     let (lowers, volume) = staged_layers(data)?;
     sys::mount(
         Some(c"tmpfs"),
@@ -653,14 +667,35 @@ fn idmapped_overlay(rootfs: &CStr, data: &str, userns: BorrowedFd<'_>) -> io::Re
         attach(l, &i.to_string())?;
         names.push(i.to_string());
     }
-    // The volume (upper and work) is bound as it is, not idmapped: overlay writes to it with
-    // the mounter's credentials (host root), which an idmap for the instance cannot represent.
-    // Its files are therefore stored with host ids (`userns::shift_volume`).
+    // The volume (upper and work): its ext4 image on the loop device, or (a volume made before
+    // images) its directory bound as it is. Not idmapped: overlay writes to it with the
+    // mounter's credentials (host root), which an idmap for the instance cannot represent, so
+    // its files are stored with host ids (`userns::shift_volume`, in `vol.prepare`).
     let v = sys::cstring("v")?;
     sys::mkdirat(staging.as_fd(), &v, 0o700)?;
     let at = sys::openat2(staging.as_fd(), &v, libc::O_PATH, sys::RESOLVE_NO_SYMLINKS)?;
-    let mnt = sys::open_tree_clone(&sys::cstring(&volume)?)?;
-    sys::move_mount_to(mnt.as_fd(), at.as_fd())?;
+    match vol.device {
+        Some(dev) => {
+            let src = sys::cstring(dev.path())?;
+            mount_at(Some(&src), at.as_fd(), Some(c"ext4"), libc::MS_NODEV, "")?;
+        }
+        None => {
+            let mnt = sys::open_tree_clone(&sys::cstring(&volume)?)?;
+            sys::move_mount_to(mnt.as_fd(), at.as_fd())?;
+        }
+    }
+    let mut upper = PathBuf::from(rootfs.to_string_lossy().into_owned());
+    upper.push("v/upper");
+    if vol.device.is_some() {
+        // An image made by `volume::create` has upper/ and work/ at its root.
+        for d in ["v/upper", "v/work"] {
+            match sys::mkdirat(staging.as_fd(), &sys::cstring(d)?, 0o755) {
+                Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    (vol.prepare)(&upper)?;
     let opts = format!(
         "lowerdir={},upperdir=v/upper,workdir=v/work",
         names.join(":")

@@ -49,6 +49,19 @@ pub struct LaunchSpec {
     /// host uid range. Every instance the daemon launches has one.
     #[serde(default)]
     pub user_namespace: bool,
+    /// Files written into the root volume's upper layer before the instance runs (a first
+    /// boot's hostname, hosts…), through `guestfs`, owned by the instance's root.
+    #[serde(default)]
+    pub volume_files: Vec<VolumeFile>,
+}
+
+/// A file the host puts into a root volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeFile {
+    /// Path inside the instance, e.g. `/etc/hostname`.
+    pub path: String,
+    pub content: String,
+    pub mode: u32,
 }
 
 /// Resource limits from the instance type. `0` means "no limit" for each field.
@@ -234,6 +247,7 @@ pub(crate) fn example_spec() -> LaunchSpec {
         init_argv: vec!["/usr/local/bin/ec2lab".into(), "__init".into(), "{}".into()],
         init_payload: None,
         user_namespace: false,
+        volume_files: Vec::new(),
     }
 }
 

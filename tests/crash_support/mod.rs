@@ -284,7 +284,11 @@ pub fn check_nothing_left(
     for (id, s) in states {
         if s == "running" || s == "stopped" {
             assert!(
-                d.data_dir.join("volumes").join(id).join("upper").is_dir(),
+                d.data_dir
+                    .join("volumes")
+                    .join(id)
+                    .join("disk.img")
+                    .is_file(),
                 "round {round}: {id} ({s}) lost its root volume"
             );
         }
