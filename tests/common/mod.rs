@@ -323,6 +323,13 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the daemon said last: the first thing to read when a test fails in CI.
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- last lines of the daemon log ---\n{}", tail.join("\n"));
+        }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill with a pid we own.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
