@@ -16,7 +16,9 @@ BIN=${EC2LAB_BIN:-target/release/ec2lab}
 [ -n "${EC2LAB_BIN:-}" ] || cargo build --release -q
 tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BIN" serve --data-dir "$tmp/lab" --api-addr "127.0.0.1:$port" --public-cidr 127.98.0.0/16 2>"$tmp/lab.log" &
+# The density run needs more than the account's default 64 vCPUs (older builds have no limit).
+limits=(); "$BIN" serve --help | grep -q -- --max-vcpus && limits=(--max-vcpus 100000)
+"$BIN" serve --data-dir "$tmp/lab" --api-addr "127.0.0.1:$port" --public-cidr 127.98.0.0/16 "${limits[@]}" 2>"$tmp/lab.log" &
 for _ in $(seq 200); do [ -f "$tmp/lab/daemon.json" ] && break; sleep 0.05; done
 sleep 0.5
 binds=$(python3 -c "import json;print(','.join(json.load(open('$tmp/lab/amis/lab-linux/manifest.json'))['host_binds']))")

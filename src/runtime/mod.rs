@@ -7,10 +7,10 @@
 //! removal retried); then the lab's VPC router namespace (see `sandbox::vpc`) and one metadata
 //! service on 169.254.169.254:80 in it, answering each instance by its source address.
 //!
-//! Start of an instance: (first boot) claim or make the root volume (its image already holds
-//! the SSH host keys) and list the files PID 1 writes into it through `sandbox::guestfs`
-//! (never by plain path: the instance's root may have planted symlinks or FIFOs there) —
-//! hostname, hosts, machine-id → the boot
+//! Start of an instance: (first boot) claim or make the root volume (a copy of the template
+//! image, and SSH host keys) and list the files PID 1 writes into it through
+//! `sandbox::guestfs` (never by plain path: the instance's root may have planted symlinks or
+//! FIFOs there) — SSH host keys, hostname, hosts, machine-id → the boot
 //! context (user data, launch key), kept in the volume dir *outside* the instance and handed to
 //! its PID 1 in memory → `sandbox::launch` (its `eth0` is a veth to the router) → the SSH
 //! gateway's listener on its public IP → watch PID 1's pidfd.
@@ -23,6 +23,7 @@
 //! DIR/run/<id>/       runtime: console.log, init.json, rootfs mount point
 //! DIR/vpc-router.netns the VPC router's network namespace (a bind mount; see `sandbox::vpc`)
 //! DIR/spares/         volumes with host keys made ahead, claimed by first boots (a rename)
+//! DIR/volume-template.img  the empty 8 GiB ext4 image every new root volume is a copy of
 //! ```
 
 mod metadata;
@@ -43,7 +44,6 @@ use crate::cloud::{Cloud, Host, Image, Instance, InstanceState, catalog};
 use crate::front::Front;
 use crate::gateway::{Admit, Gateway, Route};
 use crate::keys::{self, HostKeyType};
-use crate::sandbox::guestfs::GuestDir;
 use crate::sandbox::vpc::Router;
 use crate::sandbox::{self, InitExit, LaunchSpec, Limits, Running, VolumeFile};
 use crate::userdata::BootContext;
@@ -165,6 +165,11 @@ impl Runtime {
         self.data_dir.join("volumes").join(id)
     }
 
+    /// The empty root volume image new volumes are copied from (see `sandbox::volume`).
+    fn volume_template(&self) -> PathBuf {
+        self.data_dir.join("volume-template.img")
+    }
+
     /// Where spare volumes (host keys and directories made ahead of launches) wait.
     fn spare_dir(&self) -> PathBuf {
         self.data_dir.join("spares")
@@ -212,7 +217,7 @@ impl Runtime {
                 }
                 let name = format!("spare-{:016x}", rand::random::<u64>());
                 let tmp = me.spare_dir().join(format!("{name}.tmp"));
-                let made = write_host_keys(&tmp).and_then(|()| {
+                let made = make_volume(&tmp, &me.volume_template()).and_then(|()| {
                     fs::rename(&tmp, me.spare_dir().join(&name)).map_err(|e| e.to_string())
                 });
                 if let Err(e) = made {
@@ -328,7 +333,7 @@ impl Runtime {
         // The host keys and directories come from a spare volume made ahead of time (creating
         // a dozen files costs milliseconds on a launch); without one, they are made here.
         if !self.claim_spare(&self.volume_dir(&inst.id)) {
-            write_host_keys(&self.volume_dir(&inst.id))?;
+            make_volume(&self.volume_dir(&inst.id), &self.volume_template())?;
         }
         let region = self
             .cloud()
@@ -348,6 +353,7 @@ impl Runtime {
             inst.hostname()
         );
         write_file(&marker, b"", 0o600)?;
+        let keys = host_key_files(&self.volume_dir(&inst.id))?;
         Ok([
             ("/etc/hostname", format!("{}\n", inst.hostname()), 0o644),
             ("/etc/hosts", hosts, 0o644),
@@ -359,6 +365,7 @@ impl Runtime {
             content,
             mode,
         })
+        .chain(keys)
         .collect())
     }
 
@@ -675,34 +682,47 @@ impl Host for Arc<Runtime> {
     }
 }
 
-/// Writes a volume's SSH host keys: in `upper/etc/ssh` (the instance's own, printed on its
-/// console; the `.pub` files carry no comment, so the console shows `root@<hostname>`) and a
-/// copy in `host_keys/`, outside the instance's reach, which the SSH gateway presents.
-fn write_host_keys(volume: &Path) -> Result<(), String> {
+/// Makes a new root volume: its image (a copy of the data dir's template, see
+/// `sandbox::volume`) and its SSH host keys in `host_keys/`, outside the instance's reach,
+/// which the SSH gateway presents; PID 1 copies them into the instance's `/etc/ssh` at its
+/// first boot (`.pub` files without a comment, so the console shows `root@<hostname>`).
+fn make_volume(volume: &Path, template: &Path) -> Result<(), String> {
     let kept = volume.join("host_keys");
-    // The volume's first files are staged in a directory of ours, then become its image.
-    let staging = volume.join(".fs");
-    mkdirs(&staging.join("upper"), 0o755)?;
-    mkdirs(&staging.join("work"), 0o755)?;
     mkdirs(&kept, 0o700)?;
-    let upper = GuestDir::open(&staging.join("upper"))
-        .map_err(|e| format!("open {}: {e}", staging.display()))?;
     for kind in [HostKeyType::Ed25519, HostKeyType::EcdsaP256] {
         let (private, public) = keys::generate_host_key(kind);
-        let public = format!("{public}\n");
         let name = kind.file_name();
-        for (file, content, mode) in [
-            (name.to_string(), &private, 0o600),
-            (format!("{name}.pub"), &public, 0o644),
+        write_file(&kept.join(name), private.as_bytes(), 0o600)?;
+        write_file(
+            &kept.join(format!("{name}.pub")),
+            format!("{public}\n").as_bytes(),
+            0o644,
+        )?;
+    }
+    sandbox::volume::make_template(template, sandbox::volume::DEFAULT_BYTES)
+        .and_then(|()| sandbox::volume::create(volume, template))
+        .map_err(|e| format!("make the root volume {}: {e}", volume.display()))
+}
+
+/// The volume's host keys as first-boot files for the instance's `/etc/ssh`.
+fn host_key_files(volume: &Path) -> Result<Vec<VolumeFile>, String> {
+    let kept = volume.join("host_keys");
+    let mut files = Vec::new();
+    for kind in [HostKeyType::Ed25519, HostKeyType::EcdsaP256] {
+        for (name, mode) in [
+            (kind.file_name().to_string(), 0o600),
+            (format!("{}.pub", kind.file_name()), 0o644),
         ] {
-            upper
-                .write(&format!("etc/ssh/{file}"), content.as_bytes(), mode)
-                .map_err(|e| format!("write /etc/ssh/{file} in the root volume: {e}"))?;
-            write_file(&kept.join(&file), content.as_bytes(), mode)?;
+            let content = fs::read_to_string(kept.join(&name))
+                .map_err(|e| format!("read {}: {e}", kept.join(&name).display()))?;
+            files.push(VolumeFile {
+                path: format!("/etc/ssh/{name}"),
+                content,
+                mode,
+            });
         }
     }
-    sandbox::volume::create(volume, sandbox::volume::DEFAULT_BYTES, &staging)
-        .map_err(|e| format!("make the root volume {}: {e}", volume.display()))
+    Ok(files)
 }
 
 /// The login banner: which instance this is, as a learner wants to see it.

@@ -4,9 +4,11 @@
 //! it.
 //!
 //! Order:
-//! - [`create`] (host, ahead of launches for spare volumes): a sparse file of the size, then
-//!   `mkfs.ext4 -d` from a staging directory with the files the volume starts with (its SSH
-//!   host keys) — nothing is mounted on the host, ever.
+//! - [`make_template`] once per data dir: an empty ext4 filesystem of the size in a sparse
+//!   file, made by `mkfs.ext4 -d` (`upper/` and `work/` at its root) — nothing is mounted on
+//!   the host, ever; [`create`] (host, ahead of launches for spare volumes) copies it, holes
+//!   kept. A volume's own first files (SSH host keys, hostname…) are written by PID 1 at its
+//!   first boot, through `guestfs`.
 //! - [`attach`] (launcher, host root): a loop device for the image with `LO_FLAGS_AUTOCLEAR`,
 //!   so the device goes away by itself when the last user (the mount, or our descriptor if the
 //!   launch fails or is killed) is gone; the launcher adds that one block device to the
@@ -34,14 +36,29 @@ pub fn image(volume_dir: &Path) -> PathBuf {
     volume_dir.join(IMAGE)
 }
 
-/// Makes `volume_dir/disk.img` (`bytes`, sparse) with `staging`'s tree as its root (e.g.
-/// `upper/etc/ssh/…` and `work/`), then removes `staging`.
-pub fn create(volume_dir: &Path, bytes: u64, staging: &Path) -> io::Result<()> {
-    let img = image(volume_dir);
+/// Makes the image every new volume starts as: an empty ext4 filesystem of `bytes` (sparse)
+/// with `upper/` and `work/` at its root. Made once per data dir (`mkfs.ext4 -d`), atomically.
+pub fn make_template(path: &Path, bytes: u64) -> io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
+    let staging = tmp.with_extension("d");
+    fs::create_dir_all(staging.join("upper"))?;
+    fs::create_dir_all(staging.join("work"))?;
+    let made = mkfs(&tmp, bytes, &staging).and_then(|()| fs::rename(&tmp, path));
+    let _ = fs::remove_dir_all(&staging);
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    made
+}
+
+fn mkfs(img: &Path, bytes: u64, staging: &Path) -> io::Result<()> {
     let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&img)?;
+        .open(img)?;
     f.set_len(bytes)?;
     drop(f);
     let out = Command::new("mkfs.ext4")
@@ -55,11 +72,11 @@ pub fn create(volume_dir: &Path, bytes: u64, staging: &Path) -> io::Result<()> {
         ])
         .arg("-d")
         .arg(staging)
-        .arg(&img)
+        .arg(img)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
         .output();
-    let out = match out {
+    match out {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(io::Error::other(format!(
             "mkfs.ext4 {}: {}",
@@ -70,12 +87,66 @@ pub fn create(volume_dir: &Path, bytes: u64, staging: &Path) -> io::Result<()> {
             e.kind(),
             format!("mkfs.ext4 (e2fsprogs) for {}: {e}", img.display()),
         )),
-    };
-    if out.is_err() {
+    }
+}
+
+/// Makes `volume_dir/disk.img` as a copy of `template` that keeps its holes (only the few MiB
+/// mkfs wrote are copied: milliseconds, whatever the volume's size).
+pub fn create(volume_dir: &Path, template: &Path) -> io::Result<()> {
+    let img = image(volume_dir);
+    let src = fs::File::open(template)?;
+    let dst = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&img)?;
+    let copied = copy_sparse(&src, &dst).and_then(|()| dst.set_len(src.metadata()?.len()));
+    if copied.is_err() {
         let _ = fs::remove_file(&img);
     }
-    let _ = fs::remove_dir_all(staging);
-    out
+    copied
+}
+
+fn copy_sparse(src: &fs::File, dst: &fs::File) -> io::Result<()> {
+    let len = src.metadata()?.len() as i64;
+    let mut pos = 0i64;
+    while pos < len {
+        // SAFETY: lseek on a descriptor we borrow.
+        let data = unsafe { libc::lseek(src.as_raw_fd(), pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                return Ok(()); // only a hole is left
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(src.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (mut off_in, mut off_out) = (data, data);
+        while off_in < hole {
+            // SAFETY: copy_file_range between two descriptors we borrow, with offsets we own.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    &mut off_out,
+                    (hole - off_in) as usize,
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        pos = hole;
+    }
+    Ok(())
 }
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
@@ -163,24 +234,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn image_has_the_size_and_the_staged_files() {
+    fn volumes_are_sparse_copies_of_the_template() {
         if !Path::new("/usr/sbin/mkfs.ext4").exists() && !Path::new("/sbin/mkfs.ext4").exists() {
             eprintln!("SKIPPED: needs mkfs.ext4 (e2fsprogs)");
             return;
         }
         let t = tempfile::tempdir().unwrap();
-        let staging = t.path().join(".fs");
-        fs::create_dir_all(staging.join("upper/etc/ssh")).unwrap();
-        fs::create_dir_all(staging.join("work")).unwrap();
-        fs::write(staging.join("upper/etc/ssh/k"), "key").unwrap();
-        create(t.path(), 64 << 20, &staging).unwrap();
-        let meta = fs::metadata(image(t.path())).unwrap();
-        assert_eq!(meta.len(), 64 << 20);
+        let template = t.path().join("template.img");
+        make_template(&template, 256 << 20).unwrap();
+        make_template(&template, 256 << 20).unwrap(); // already there: kept
+        let vol = t.path().join("vol");
+        fs::create_dir(&vol).unwrap();
+        create(&vol, &template).unwrap();
+        let meta = fs::metadata(image(&vol)).unwrap();
+        assert_eq!(meta.len(), 256 << 20);
         // Sparse: far less than the size is on disk.
-        assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 32 << 20);
-        assert!(!staging.exists());
+        assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 64 << 20);
+        // Same bytes as the template.
+        assert_eq!(fs::read(image(&vol)).unwrap(), fs::read(&template).unwrap());
         // A second image in the same place is refused (never overwritten).
-        fs::create_dir_all(&staging).unwrap();
-        assert!(create(t.path(), 64 << 20, &staging).is_err());
+        assert!(create(&vol, &template).is_err());
     }
 }
