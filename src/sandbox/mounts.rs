@@ -679,7 +679,13 @@ fn idmapped_overlay(
             let src = sys::cstring(dev.path())?;
             // noinit_itable: no background zeroing of inode tables on a fresh volume (a disk
             // write of megabytes at every first boot); unused tables are never read.
-            mount_at(Some(&src), at.as_fd(), Some(c"ext4"), libc::MS_NODEV, "noinit_itable")?;
+            mount_at(
+                Some(&src),
+                at.as_fd(),
+                Some(c"ext4"),
+                libc::MS_NODEV,
+                "noinit_itable",
+            )?;
         }
         None => {
             let mnt = sys::open_tree_clone(&sys::cstring(&volume)?)?;
