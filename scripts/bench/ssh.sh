@@ -42,7 +42,9 @@ id=$(aws ec2 run-instances --image-id "$ami" --key-name bench --instance-type t2
   --query 'Instances[0].InstanceId' --output text)
 for _ in $(seq 300); do
   ip=$(aws ec2 describe-instances --instance-ids "$id" --query 'Reservations[0].Instances[0].PublicIpAddress' --output text 2>/dev/null || true)
-  [ -n "$ip" ] && [ "$ip" != None ] && [ -s "$tmp/lab/volumes/$id/upper/home/ec2-user/.ssh/authorized_keys" ] && break
+  # The root volume is mounted only inside the instance: look through its init's root.
+  pid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['init_pid'])" "$tmp/lab/run/$id/init.json" 2>/dev/null || true)
+  [ -n "$ip" ] && [ "$ip" != None ] && [ -n "$pid" ] && [ -s "/proc/$pid/root/home/ec2-user/.ssh/authorized_keys" ] && break
   sleep 0.1
 done
 [ -n "$ip" ] && [ "$ip" != None ] || { echo "ssh.sh: instance got no public IP" >&2; exit 1; }
