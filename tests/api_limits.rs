@@ -57,16 +57,7 @@ fn addresses_groups_and_rules_stop_at_their_limits() {
     );
 
     // `default` is the first of the three groups the VPC may have.
-    let group = |name: &str| {
-        d.aws(&[
-            "ec2",
-            "create-security-group",
-            "--group-name",
-            name,
-            "--description",
-            name,
-        ])
-    };
+    let group = |name: &str| d.create_group(name);
     let a = group("a");
     expect(group("b"), None);
     expect(group("c"), Some("SecurityGroupLimitExceeded"));

@@ -522,19 +522,27 @@ impl Daemon {
         }
     }
 
-    /// Creates a security group that lets `cidr` in on tcp `port`; returns its id.
-    pub fn group_with_ingress(&self, name: &str, port: &str, cidr: &str) -> String {
-        let id = self.aws_json(&[
+    /// `aws ec2 create-security-group` named (and described) `name`, as the CLI answered.
+    pub fn create_group(&self, name: &str) -> Output {
+        self.aws(&[
             "ec2",
             "create-security-group",
             "--group-name",
             name,
             "--description",
             name,
-        ])["GroupId"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        ])
+    }
+
+    /// Creates a security group that lets `cidr` in on tcp `port`; returns its id.
+    pub fn group_with_ingress(&self, name: &str, port: &str, cidr: &str) -> String {
+        let out = self.create_group(name);
+        assert!(
+            out.status.success(),
+            "create-security-group {name}: {out:?}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = v["GroupId"].as_str().unwrap().to_string();
         self.aws_json(&[
             "ec2",
             "authorize-security-group-ingress",
