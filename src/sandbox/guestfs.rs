@@ -19,7 +19,8 @@
 //!    target — a symlink or FIFO at the target is replaced, never followed.
 //!
 //! Directories on a write path are created with `mkdirat` in the resolved parent, one
-//! component at a time, and each is re-resolved without symlinks.
+//! component at a time, and each is re-resolved without symlinks. [`GuestDir::shift_ids`]
+//! walks a tree the same way (no link followed) to move its owners into an instance's range.
 
 use std::ffi::{CStr, CString};
 use std::io::{self, Read, Write};
@@ -202,6 +203,75 @@ impl GuestDir {
     }
 }
 
+impl GuestDir {
+    /// Shifts the tree's owners into the host id range of an instance: every file whose owner
+    /// or group is below `range` (as the host and older volumes write them: 0, 1000…) gets
+    /// `base` added. For a root volume's upper layer, which overlayfs cannot idmap (it writes
+    /// there as the mounter). Done once: a tree whose root already belongs to `base` is left
+    /// alone. Never follows a symlink; setuid/setgid bits, which chown clears, are put back.
+    pub fn shift_ids(&self, base: u32, range: u32) -> io::Result<()> {
+        let root = self.resolve("", libc::O_DIRECTORY | libc::O_RDONLY, WRITE_RESOLVE)?;
+        let st = fstat(root.as_fd())?;
+        if st.st_uid == base {
+            return Ok(());
+        }
+        let shift = |id: u32| if id < range { id + base } else { id };
+        shift_dir(root.as_fd(), &shift, 0)?;
+        sys::fchown(root.as_fd(), shift(st.st_uid), shift(st.st_gid))
+    }
+}
+
+fn shift_dir(dir: BorrowedFd<'_>, shift: &dyn Fn(u32) -> u32, depth: usize) -> io::Result<()> {
+    if depth > 1024 {
+        return Err(io::Error::other("tree nested deeper than 1024 directories"));
+    }
+    for e in std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))? {
+        let name = sys::cstring(e?.file_name().as_encoded_bytes())?;
+        // SAFETY: a zeroed stat is a valid out-parameter; fstatat on a borrowed directory,
+        // AT_SYMLINK_NOFOLLOW: a link is looked at, never through.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        sys::cvt(unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        if is_type(&st, libc::S_IFDIR) {
+            let sub = sys::openat2(
+                dir,
+                &name,
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                WRITE_RESOLVE,
+            )?;
+            shift_dir(sub.as_fd(), shift, depth + 1)?;
+        }
+        let (uid, gid) = (shift(st.st_uid), shift(st.st_gid));
+        if (uid, gid) == (st.st_uid, st.st_gid) {
+            continue;
+        }
+        // SAFETY: fchownat on a name in a borrowed directory, not following links.
+        sys::cvt(unsafe {
+            libc::fchownat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        if is_type(&st, libc::S_IFREG) && st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            // SAFETY: fchmodat on a regular file's name in a borrowed directory.
+            sys::cvt(unsafe {
+                libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), st.st_mode & 0o7777, 0)
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn openat_excl(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: openat with a borrowed directory descriptor and a valid name; on success we own
     // the new descriptor.
@@ -291,6 +361,43 @@ mod tests {
         // A FIFO as write target is replaced, never opened (this would block otherwise).
         g.write("fifo", b"ok", 0o600).unwrap();
         assert_eq!(g.read("fifo", 10).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn shift_ids_moves_owners_once_and_never_through_links() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: chown needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let (t, g) = tree();
+        let root = t.path().join("root");
+        let outside = t.path().join("host-file");
+        std::fs::write(&outside, "host").unwrap();
+        g.write("usr/bin/tool", b"x", 0o4755).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let base = 1 << 20;
+        g.shift_ids(base, 65536).unwrap();
+        let tool = std::fs::metadata(root.join("usr/bin/tool")).unwrap();
+        assert_eq!((tool.uid(), tool.gid()), (base, base));
+        assert_eq!(tool.mode() & 0o7777, 0o4755, "setuid kept");
+        assert_eq!(std::fs::metadata(&root).unwrap().uid(), base);
+        assert_eq!(
+            std::fs::symlink_metadata(root.join("link")).unwrap().uid(),
+            base
+        );
+        assert_eq!(
+            std::fs::metadata(&outside).unwrap().uid(),
+            0,
+            "link target untouched"
+        );
+        // Already shifted: a second call changes nothing.
+        g.shift_ids(base, 65536).unwrap();
+        assert_eq!(
+            std::fs::metadata(root.join("usr/bin/tool")).unwrap().uid(),
+            base
+        );
     }
 
     #[test]

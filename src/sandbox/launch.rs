@@ -559,14 +559,12 @@ fn pid1_setup(
     // The upper layer, once attached: stored with the instance's host ids (see `userns`), then
     // the files the host gives a first boot (hostname, hosts…), through `guestfs`.
     let prepare = |upper: &Path| -> io::Result<()> {
-        let owner = if spec.user_namespace {
+        let mut g = super::guestfs::GuestDir::open(upper)?;
+        if spec.user_namespace {
             let base = super::userns::base(&spec.instance_id);
-            super::userns::shift_volume(upper, base)?;
-            (base, base)
-        } else {
-            (0, 0)
-        };
-        let g = super::guestfs::GuestDir::open(upper)?.owned_by(owner.0, owner.1);
+            g.shift_ids(base, super::userns::RANGE)?;
+            g = g.owned_by(base, base);
+        }
         for f in &spec.volume_files {
             g.write(&f.path, f.content.as_bytes(), f.mode)?;
         }

@@ -670,7 +670,7 @@ fn idmapped_overlay(
     // The volume (upper and work): its ext4 image on the loop device, or (a volume made before
     // images) its directory bound as it is. Not idmapped: overlay writes to it with the
     // mounter's credentials (host root), which an idmap for the instance cannot represent, so
-    // its files are stored with host ids (`userns::shift_volume`, in `vol.prepare`).
+    // its files are stored with host ids (`GuestDir::shift_ids`, in `vol.prepare`).
     let v = sys::cstring("v")?;
     sys::mkdirat(staging.as_fd(), &v, 0o700)?;
     let at = sys::openat2(staging.as_fd(), &v, libc::O_PATH, sys::RESOLVE_NO_SYMLINKS)?;

@@ -9,7 +9,8 @@
 //! *idmapped mounts* (`mount_setattr(MOUNT_ATTR_IDMAP)` with the instance's user namespace), so
 //! root-owned files appear root-owned inside without being chowned. The root volume's upper
 //! layer cannot be idmapped (overlayfs writes to it with the mounter's — host root's —
-//! credentials), so it stores host ids: [`shift_volume`] shifts a fresh or older volume once.
+//! credentials), so it stores host ids: `guestfs::GuestDir::shift_ids` shifts a fresh or older
+//! volume once.
 //!
 //! Order (PID 1, as host root, before its mounts): [`create`] forks a child into a new user
 //! namespace, writes its `uid_map`/`gid_map` from outside, keeps a descriptor of the namespace
@@ -20,7 +21,7 @@
 //! its network or hostname, whatever capabilities it holds in its own user namespace.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use super::sys::{self, Fork};
 
@@ -98,85 +99,6 @@ pub(crate) fn to_host(map: &str, id: u32) -> Option<u32> {
         let id = u64::from(id);
         (id >= inside && id < inside + count).then(|| (host + id - inside) as u32)
     })
-}
-
-/// Stores the root volume's upper layer with the instance's host ids: every file whose owner
-/// or group is below [`RANGE`] (as the host and older volumes write them: 0, 1000…) is shifted
-/// by `base`. The overlay's lower layers are idmapped instead; the upper cannot be (overlay
-/// writes to it as the mounter). Done once: an upper whose own owner is `base` is already
-/// shifted. Never follows a symlink (the tree is the instance's); setuid/setgid bits, which
-/// chown clears, are put back.
-pub(crate) fn shift_volume(upper: &std::path::Path, base: u32) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let c = sys::cpath(upper)?;
-    let dir = sys::open(&c, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
-    let meta = std::fs::metadata(upper)?;
-    if meta.uid() == base {
-        return Ok(());
-    }
-    shift_dir(dir.as_fd(), base, 0)?;
-    sys::fchown(
-        dir.as_fd(),
-        shifted(meta.uid(), base),
-        shifted(meta.gid(), base),
-    )
-}
-
-fn shifted(id: u32, base: u32) -> u32 {
-    if id < RANGE { id + base } else { id }
-}
-
-fn shift_dir(dir: BorrowedFd<'_>, base: u32, depth: usize) -> io::Result<()> {
-    if depth > 1024 {
-        return Err(io::Error::other(
-            "root volume nested deeper than 1024 directories",
-        ));
-    }
-    for e in std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))? {
-        let name = sys::cstring(e?.file_name().as_encoded_bytes())?;
-        // SAFETY: a zeroed stat is a valid out-parameter; fstatat on a borrowed directory.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; AT_SYMLINK_NOFOLLOW: a link is looked at, never through.
-        sys::cvt(unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        })?;
-        let kind = st.st_mode & libc::S_IFMT;
-        if kind == libc::S_IFDIR {
-            let sub = sys::openat2(
-                dir,
-                &name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                super::sys::RESOLVE_NO_SYMLINKS,
-            )?;
-            shift_dir(sub.as_fd(), base, depth + 1)?;
-        }
-        let (uid, gid) = (shifted(st.st_uid, base), shifted(st.st_gid, base));
-        if (uid, gid) == (st.st_uid, st.st_gid) {
-            continue;
-        }
-        // SAFETY: fchownat on a name in a borrowed directory, not following links.
-        sys::cvt(unsafe {
-            libc::fchownat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                uid,
-                gid,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        })?;
-        if kind == libc::S_IFREG && st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
-            // SAFETY: fchmodat on a regular file's name in a borrowed directory.
-            sys::cvt(unsafe {
-                libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), st.st_mode & 0o7777, 0)
-            })?;
-        }
-    }
-    Ok(())
 }
 
 /// Whether a `uid_map` text maps everything to itself (the host's own user namespace).
