@@ -1,22 +1,84 @@
 //! Decoding of Query-protocol form parameters into typed values: scalars, EC2 flattened lists
 //! (`KeyName.1`), Query lists (`Subnets.member.1`), nested structures (`Filter.1.Value.1`,
 //! `TagSpecification.1.Tag.1.Key`) and booleans/integers with AWS-shaped errors.
+//!
+//! Nothing is dropped silently: every accessor records the names it read (a nested view records
+//! them under their full names, in the one set its parent shares), and [`Params::finish`] refuses
+//! the first name no accessor read with `UnknownParameter`. A handler calls it after decoding and
+//! before it changes anything; the dispatcher calls it again after the handler.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use crate::cloud::{AwsError, Filter, Tag, TagSpec};
 
 /// The decoded parameters of one request (names are case-sensitive, as on AWS).
+/// A view is the whole request (`base` empty) or the fields under one prefix (`base` =
+/// `"Placement."`); all views of a request share `read`.
 #[derive(Debug, Default, Clone)]
 pub struct Params {
     map: BTreeMap<String, String>,
+    base: String,
+    read: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Params {
     /// Parses an `application/x-www-form-urlencoded` body or query string. Later duplicates win.
     pub fn parse(form: &[u8]) -> Params {
         let map = form_urlencoded::parse(form).into_owned().collect();
-        Params { map }
+        Params {
+            map,
+            ..Params::default()
+        }
+    }
+
+    /// A view of the fields under `prefix.` (`prefix` is relative to this view).
+    fn view(&self, prefix: &str, map: BTreeMap<String, String>) -> Params {
+        Params {
+            map,
+            base: format!("{}{prefix}.", self.base),
+            read: self.read.clone(),
+        }
+    }
+
+    fn mark(&self, name: &str) {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.insert(format!("{}{name}", self.base));
+    }
+
+    /// Marks `name` read without looking at it: for parameters the lab accepts and has no use for
+    /// (each call says why).
+    pub fn accept(&self, name: &str) {
+        for k in self.map.keys() {
+            if k == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('.')) {
+                self.mark(k);
+            }
+        }
+    }
+
+    /// Every parameter of the request that no accessor read, in name order.
+    pub fn unread(&self) -> Vec<String> {
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        self.map
+            .keys()
+            .map(|k| format!("{}{k}", self.base))
+            .filter(|k| !read.contains(k))
+            .collect()
+    }
+
+    /// Refuses the request if it carries a parameter that nothing read.
+    pub fn finish(&self) -> Result<(), AwsError> {
+        match self.unread().first() {
+            None => Ok(()),
+            Some(name) => Err(AwsError::unknown_parameter(name)),
+        }
+    }
+
+    /// Whether the request carries `name` or anything under `name.`, without marking it read.
+    pub fn has(&self, name: &str) -> bool {
+        self.map
+            .keys()
+            .any(|k| k == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
     }
 
     /// Adds the parameters of another form (the query string of a POST, say).
@@ -27,7 +89,11 @@ impl Params {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.map.get(name).map(String::as_str)
+        let v = self.map.get(name).map(String::as_str);
+        if v.is_some() {
+            self.mark(name);
+        }
+        v
     }
 
     pub fn required(&self, name: &str) -> Result<&str, AwsError> {
@@ -64,6 +130,7 @@ impl Params {
         for (k, v) in self.with_prefix(prefix) {
             let idx = k.strip_prefix("member.").unwrap_or(k);
             if let Ok(n) = idx.parse::<u32>() {
+                self.mark(&format!("{prefix}.{k}"));
                 items.push((n, v.to_string()));
             }
         }
@@ -74,20 +141,25 @@ impl Params {
     /// The members of a list of structures, `Prefix.N.Field…`, each as its own `Params` holding
     /// only the fields (`Field…`), in index order.
     pub fn structs(&self, prefix: &str) -> Vec<Params> {
-        let mut items: BTreeMap<u32, Params> = BTreeMap::new();
+        let mut items: BTreeMap<(u32, String), BTreeMap<String, String>> = BTreeMap::new();
         for (k, v) in self.with_prefix(prefix) {
-            let k = k.strip_prefix("member.").unwrap_or(k);
+            let (member, k) = match k.strip_prefix("member.") {
+                Some(rest) => ("member.", rest),
+                None => ("", k),
+            };
             let Some((idx, field)) = k.split_once('.') else {
                 continue;
             };
             let Ok(n) = idx.parse::<u32>() else { continue };
             items
-                .entry(n)
+                .entry((n, format!("{prefix}.{member}{idx}")))
                 .or_default()
-                .map
                 .insert(field.to_string(), v.to_string());
         }
-        items.into_values().collect()
+        items
+            .into_iter()
+            .map(|((_, at), map)| self.view(&at, map))
+            .collect()
     }
 
     /// The fields of a nested structure `Prefix.Field…`, as its own `Params`.
@@ -96,7 +168,7 @@ impl Params {
             .with_prefix(prefix)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Params { map }
+        self.view(prefix, map)
     }
 
     fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {

@@ -35,6 +35,21 @@ impl AwsError {
         )
     }
 
+    pub fn unknown_parameter(param: &str) -> AwsError {
+        AwsError::new(
+            "UnknownParameter",
+            format!("The parameter {param} is not recognized"),
+        )
+    }
+
+    /// A valid AWS parameter or value that the lab does not do (yet).
+    pub fn unsupported(param: &str, what: &str) -> AwsError {
+        AwsError::new(
+            "InvalidParameterValue",
+            format!("{param}: {what} is not supported by this lab"),
+        )
+    }
+
     pub fn invalid(message: impl Into<String>) -> AwsError {
         AwsError::new("InvalidParameterValue", message)
     }

@@ -73,6 +73,7 @@ pub fn dispatch(
             format!("The action {action} is not valid for this web service."),
         )
     })?;
+    p.get("Version"); // checked by the service choice; any version is answered as 2016-11-15
     if p.bool("DryRun")? == Some(true) {
         return Err(AwsError::new(
             "DryRunOperation",
@@ -83,6 +84,11 @@ pub fn dispatch(
     let mut x = Xml::new(&root, EC2_NS);
     x.elem("requestId", request_id);
     handler(cloud, p, &mut x)?;
+    if let Err(e) = p.finish() {
+        // The handler should have refused it before acting: a bug of ours, said loudly.
+        tracing::error!(action, "{e} (read after the action ran)");
+        return Err(e);
+    }
     Ok(x.finish(&root))
 }
 
