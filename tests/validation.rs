@@ -294,3 +294,34 @@ fn lengths_at_the_edge_ids_and_charsets() {
     assert_eq!(tags["Tags"][0]["Key"], k128.as_str(), "{tags}");
     describes_still_parse(&d);
 }
+
+/// A parameter the lab does not read is refused by name before anything is launched: the
+/// tutorials' `--associate-public-ip-address --security-group-ids` form (sent as
+/// `NetworkInterface.1.*`) must not silently land the instance in the default group.
+#[test]
+fn an_unread_parameter_is_refused_by_name_and_launches_nothing() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let ami = d.lab_linux();
+    let err = d.aws_err(
+        &[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            &ami,
+            "--count",
+            "1",
+            "--associate-public-ip-address",
+        ],
+        "UnknownParameter",
+    );
+    assert_names(&err, "NetworkInterface.1.");
+    let v = d.aws_json(&["ec2", "describe-instances"]);
+    assert_eq!(
+        v["Reservations"].as_array().map(Vec::len),
+        Some(0),
+        "an instance was launched anyway: {v}"
+    );
+}

@@ -45,6 +45,7 @@ pub(super) fn run_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(
         private_ip: p.get("PrivateIpAddress").map(str::to_string),
         disable_api_termination: p.bool("DisableApiTermination")?.unwrap_or(false),
     };
+    p.finish()?; // before anything is launched
     let insts = c.run_instances(req)?;
     let first = insts.first().expect("at least one instance");
     x.elem("reservationId", &first.reservation_id)
