@@ -196,17 +196,17 @@ fn raise_nofile_limit() {
 /// port (a local sshd on 22) makes that impossible. Says so once, with the way out.
 fn warn_if_ssh_port_taken(args: &ServeArgs) {
     let probe = std::net::SocketAddr::from((args.public_cidr.broadcast(), args.ssh_port));
-    if let Err(e) = std::net::TcpListener::bind(probe) {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            tracing::warn!(
-                port = args.ssh_port,
-                "SSH port taken on the public addresses"
-            );
-            eprintln!(
-                "ec2lab: warning: port {} is taken on 127.x addresses (is an sshd listening on 0.0.0.0:{}?): SSH to instances will not work; restart with --ssh-port 2222",
-                args.ssh_port, args.ssh_port
-            );
-        }
+    if let Err(e) = std::net::TcpListener::bind(probe)
+        && e.kind() == std::io::ErrorKind::AddrInUse
+    {
+        tracing::warn!(
+            port = args.ssh_port,
+            "SSH port taken on the public addresses"
+        );
+        eprintln!(
+            "ec2lab: warning: port {} is taken on 127.x addresses (is an sshd listening on 0.0.0.0:{}?): SSH to instances will not work; restart with --ssh-port 2222",
+            args.ssh_port, args.ssh_port
+        );
     }
 }
 

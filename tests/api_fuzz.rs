@@ -143,11 +143,12 @@ fn worker(d: &Daemon, seed: u64) -> Tally {
                     t.server_errors += 1;
                     t.note(&format!("status {status}"), &c);
                 }
-                if content_type.contains("xml") && !c.head {
-                    if let Err(e) = well_formed(&body) {
-                        t.bad_xml += 1;
-                        t.note(&format!("bad xml: {e}"), &c);
-                    }
+                if content_type.contains("xml")
+                    && !c.head
+                    && let Err(e) = well_formed(&body)
+                {
+                    t.bad_xml += 1;
+                    t.note(&format!("bad xml: {e}"), &c);
                 }
                 if close || c.last {
                     conn = None;

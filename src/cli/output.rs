@@ -81,7 +81,7 @@ impl Rows {
 /// `KEY ID` → `KeyId`, the JSON field name of a table column.
 fn json_key(column: &str) -> String {
     column
-        .split(|c: char| c == ' ' || c == '_' || c == '-')
+        .split([' ', '_', '-'])
         .filter(|w| !w.is_empty())
         .map(|w| {
             let lower = w.to_lowercase();

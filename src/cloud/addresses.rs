@@ -153,20 +153,20 @@ impl Cloud {
             let mut touched: Vec<Instance> = Vec::new();
             // The instance the address leaves gets a fresh auto public IP if it runs.
             let mut used = public_ips_in_use(&st.instances, &st.addresses);
-            if let Some(prev) = &addr.instance_id {
-                if let Some(p) = st.instances.iter().find(|i| &i.id == prev) {
-                    let mut p = p.clone();
-                    p.eip_allocation = None;
-                    p.public_ip =
-                        if p.state == InstanceState::Running || p.state == InstanceState::Pending {
-                            let ip = self.next_public_ip(&used)?;
-                            used.push(ip.clone());
-                            Some(ip)
-                        } else {
-                            None
-                        };
-                    touched.push(p);
-                }
+            if let Some(prev) = &addr.instance_id
+                && let Some(p) = st.instances.iter().find(|i| &i.id == prev)
+            {
+                let mut p = p.clone();
+                p.eip_allocation = None;
+                p.public_ip =
+                    if p.state == InstanceState::Running || p.state == InstanceState::Pending {
+                        let ip = self.next_public_ip(&used)?;
+                        used.push(ip.clone());
+                        Some(ip)
+                    } else {
+                        None
+                    };
+                touched.push(p);
             }
             // An Elastic IP already on the target instance is disassociated (stays allocated).
             let mut addrs: Vec<Address> = Vec::new();
@@ -313,10 +313,10 @@ impl Cloud {
         {
             *s = a;
         }
-        if let Some(i) = &inst {
-            if let Some(s) = st.instances.iter_mut().find(|x| x.id == i.id) {
-                *s = i.clone();
-            }
+        if let Some(i) = &inst
+            && let Some(s) = st.instances.iter_mut().find(|x| x.id == i.id)
+        {
+            *s = i.clone();
         }
         Ok(inst)
     }

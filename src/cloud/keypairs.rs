@@ -204,13 +204,13 @@ impl Cloud {
         if name.is_none() && id.is_none() {
             return Err(AwsError::missing("KeyName or KeyPairId"));
         }
-        if let Some(id) = id {
-            if !ids::well_formed(id, "key") {
-                return Err(AwsError::new(
-                    "InvalidKeyPair.NotFound",
-                    format!("The key pair ID '{id}' does not exist"),
-                ));
-            }
+        if let Some(id) = id
+            && !ids::well_formed(id, "key")
+        {
+            return Err(AwsError::new(
+                "InvalidKeyPair.NotFound",
+                format!("The key pair ID '{id}' does not exist"),
+            ));
         }
         let mut st = self.state();
         let Some(pos) = st

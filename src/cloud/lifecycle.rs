@@ -150,10 +150,10 @@ impl Cloud {
             self.host().stop(id);
             self.host().destroy(id);
             // Its Elastic IP stays allocated, no longer associated.
-            if let Some(addr) = self.eip_of(id) {
-                if let Err(e) = self.detach_eip(&addr, id, false) {
-                    tracing::error!(instance = %id, error = %e, "cannot disassociate the Elastic IP");
-                }
+            if let Some(addr) = self.eip_of(id)
+                && let Err(e) = self.detach_eip(&addr, id, false)
+            {
+                tracing::error!(instance = %id, error = %e, "cannot disassociate the Elastic IP");
             }
             let ids = [id.to_string()];
             if let Err(e) =

@@ -59,13 +59,13 @@ pub fn pick_subnet(
                 format!("The subnet ID '{id}' does not exist"),
             )
         })?;
-        if let Some(z) = zone {
-            if z != s.zone {
-                return Err(AwsError::combination(format!(
-                    "The subnet {id} is in {}, not in the requested availability zone {z}",
-                    s.zone
-                )));
-            }
+        if let Some(z) = zone
+            && z != s.zone
+        {
+            return Err(AwsError::combination(format!(
+                "The subnet {id} is in {}, not in the requested availability zone {z}",
+                s.zone
+            )));
         }
         return Ok(s.clone());
     }

@@ -272,13 +272,13 @@ impl Cloud {
         validate::group_name(name)?;
         validate::group_description(description)?;
         let net = self.network();
-        if let Some(v) = vpc_id {
-            if v != net.vpc_id {
-                return Err(AwsError::new(
-                    "InvalidVpcID.NotFound",
-                    format!("The vpc ID '{v}' does not exist"),
-                ));
-            }
+        if let Some(v) = vpc_id
+            && v != net.vpc_id
+        {
+            return Err(AwsError::new(
+                "InvalidVpcID.NotFound",
+                format!("The vpc ID '{v}' does not exist"),
+            ));
         }
         let g = SecurityGroup {
             id: ids::new_id("sg"),

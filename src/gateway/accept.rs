@@ -95,10 +95,10 @@ pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Rout
             }
             continue;
         }
-        if let Some(admit) = &ctx.route.admit {
-            if !(admit.0)(peer) {
-                continue; // denied by the instance's security groups: closed at once
-            }
+        if let Some(admit) = &ctx.route.admit
+            && !(admit.0)(peer)
+        {
+            continue; // denied by the instance's security groups: closed at once
         }
         let src = source_key(peer.ip());
         let gates = &ctx.gateway.gates;

@@ -36,14 +36,13 @@ impl TokenStore {
         let token = base64::engine::general_purpose::STANDARD.encode(bytes);
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         tokens.retain(|_, expiry| *expiry > now);
-        if tokens.len() >= MAX_TOKENS {
-            if let Some(oldest) = tokens
+        if tokens.len() >= MAX_TOKENS
+            && let Some(oldest) = tokens
                 .iter()
                 .min_by_key(|(_, expiry)| **expiry)
                 .map(|(t, _)| t.clone())
-            {
-                tokens.remove(&oldest);
-            }
+        {
+            tokens.remove(&oldest);
         }
         tokens.insert(token.clone(), now + ttl);
         token

@@ -114,7 +114,7 @@ mod tests {
     fn bases_are_aligned_disjoint_ranges_above_real_users() {
         for id in ["i-0123456789abcdef0", "i-1", "i-ffffffffffffffff"] {
             let b = base(id);
-            assert!(b >= FIRST && (b - FIRST) % RANGE == 0, "{id}: {b}");
+            assert!(b >= FIRST && (b - FIRST).is_multiple_of(RANGE), "{id}: {b}");
             assert!(u64::from(b) + u64::from(RANGE) <= 1 << 31);
             assert_eq!(base(id), b, "stable");
         }

@@ -396,12 +396,12 @@ fn quoted_printable(body: &[u8]) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if rest.len() >= 2 {
-                if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&rest[..2]), 16) {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
+            if rest.len() >= 2
+                && let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&rest[..2]), 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
             }
         }
         out.push(body[i]);

@@ -135,13 +135,13 @@ pub fn run(out: &mut Out<'_>, cfg: &CloudConfig) {
                 &format!("packages: package index update: {path} {e}; {OFFLINE}"),
             );
         }
-        if cfg.package_upgrade {
-            if let Err(e) = step(out, "upgrade", &[]) {
-                out.warn(
-                    "package_update_upgrade_install",
-                    &format!("packages: upgrade: {path} {e}; {OFFLINE}"),
-                );
-            }
+        if cfg.package_upgrade
+            && let Err(e) = step(out, "upgrade", &[])
+        {
+            out.warn(
+                "package_update_upgrade_install",
+                &format!("packages: upgrade: {path} {e}; {OFFLINE}"),
+            );
         }
     }
     if !cfg.packages.is_empty() {

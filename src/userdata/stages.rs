@@ -84,12 +84,12 @@ impl<'a, 'c> Boot<'a, 'c> {
             self.module_result("ssh", result);
         }
         self.banner("modules:config");
-        if let Some(cmds) = &cfg.runcmd {
-            if self.sem("runcmd", Freq::Instance)? {
-                let path = self.inst.join("scripts/runcmd");
-                let result = write_file(&path, cloud_config::shellify(cmds).as_bytes(), 0o700);
-                self.module_result("runcmd", result);
-            }
+        if let Some(cmds) = &cfg.runcmd
+            && self.sem("runcmd", Freq::Instance)?
+        {
+            let path = self.inst.join("scripts/runcmd");
+            let result = write_file(&path, cloud_config::shellify(cmds).as_bytes(), 0o700);
+            self.module_result("runcmd", result);
         }
         self.banner("modules:final");
         if self.sem("package_update_upgrade_install", Freq::Instance)? {

@@ -10,10 +10,10 @@ use crate::cloud::addresses::Address;
 use crate::cloud::{AwsError, Cloud};
 
 pub(super) fn allocate_address(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    if let Some(d) = p.get("Domain") {
-        if d != "vpc" {
-            return Err(AwsError::invalid_value("Domain", d));
-        }
+    if let Some(d) = p.get("Domain")
+        && d != "vpc"
+    {
+        return Err(AwsError::invalid_value("Domain", d));
     }
     let a = c.allocate_address(&p.tag_specs()?)?;
     x.elem("publicIp", &a.public_ip)
