@@ -42,8 +42,11 @@ pub fn make_template(path: &Path, bytes: u64) -> io::Result<()> {
     if path.exists() {
         return Ok(());
     }
-    let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
-    let staging = tmp.with_extension("d");
+    // One name per call: two makers at once (the spare refill and a first launch) must not
+    // share a staging dir (`tmp.with_extension("d")` would give every call the same one).
+    let r = rand::random::<u64>();
+    let tmp = path.with_extension(format!("tmp-{r:016x}"));
+    let staging = path.with_extension(format!("tmp-{r:016x}.d"));
     fs::create_dir_all(staging.join("upper"))?;
     fs::create_dir_all(staging.join("work"))?;
     let made = mkfs(&tmp, bytes, &staging).and_then(|()| fs::rename(&tmp, path));
