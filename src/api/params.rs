@@ -46,16 +46,6 @@ impl Params {
         read.insert(format!("{}{name}", self.base));
     }
 
-    /// Marks `name` read without looking at it: for parameters the lab accepts and has no use for
-    /// (each call says why).
-    pub fn accept(&self, name: &str) {
-        for k in self.map.keys() {
-            if k == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('.')) {
-                self.mark(k);
-            }
-        }
-    }
-
     /// Every parameter of the request that no accessor read, in name order.
     pub fn unread(&self) -> Vec<String> {
         let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,13 +62,6 @@ impl Params {
             None => Ok(()),
             Some(name) => Err(AwsError::unknown_parameter(name)),
         }
-    }
-
-    /// Whether the request carries `name` or anything under `name.`, without marking it read.
-    pub fn has(&self, name: &str) -> bool {
-        self.map
-            .keys()
-            .any(|k| k == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
     }
 
     /// Adds the parameters of another form (the query string of a POST, say).

@@ -42,14 +42,6 @@ impl AwsError {
         )
     }
 
-    /// A valid AWS parameter or value that the lab does not do (yet).
-    pub fn unsupported(param: &str, what: &str) -> AwsError {
-        AwsError::new(
-            "InvalidParameterValue",
-            format!("{param}: {what} is not supported by this lab"),
-        )
-    }
-
     pub fn invalid(message: impl Into<String>) -> AwsError {
         AwsError::new("InvalidParameterValue", message)
     }
