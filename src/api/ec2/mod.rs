@@ -7,6 +7,7 @@ mod catalog;
 mod images;
 mod instances;
 mod keypairs;
+pub mod paging;
 mod security_groups;
 mod tags;
 
@@ -19,45 +20,60 @@ use crate::cloud::{AwsError, Cloud};
 
 type Handler = fn(&Arc<Cloud>, &Params, &mut Xml) -> Result<(), AwsError>;
 
-fn lookup(action: &str) -> Option<Handler> {
-    Some(match action {
-        "CreateKeyPair" => keypairs::create_key_pair,
-        "ImportKeyPair" => keypairs::import_key_pair,
-        "DescribeKeyPairs" => keypairs::describe_key_pairs,
-        "DeleteKeyPair" => keypairs::delete_key_pair,
-        "DescribeRegions" => catalog::describe_regions,
-        "DescribeAvailabilityZones" => catalog::describe_availability_zones,
-        "DescribeInstanceTypes" => catalog::describe_instance_types,
-        "RegisterImage" => images::register_image,
-        "DescribeImages" => images::describe_images,
-        "DeregisterImage" => images::deregister_image,
-        "RunInstances" => instances::run_instances,
-        "DescribeInstances" => instances::describe_instances,
-        "StartInstances" => instances::start_instances,
-        "StopInstances" => instances::stop_instances,
-        "RebootInstances" => instances::reboot_instances,
-        "TerminateInstances" => instances::terminate_instances,
-        "DescribeInstanceStatus" => instances::describe_instance_status,
-        "GetConsoleOutput" => instances::get_console_output,
-        "ModifyInstanceAttribute" => instances::modify_instance_attribute,
-        "DescribeInstanceAttribute" => instances::describe_instance_attribute,
-        "CreateSecurityGroup" => security_groups::create_security_group,
-        "DeleteSecurityGroup" => security_groups::delete_security_group,
-        "DescribeSecurityGroups" => security_groups::describe_security_groups,
-        "AuthorizeSecurityGroupIngress" => security_groups::authorize_ingress,
-        "AuthorizeSecurityGroupEgress" => security_groups::authorize_egress,
-        "RevokeSecurityGroupIngress" => security_groups::revoke_ingress,
-        "RevokeSecurityGroupEgress" => security_groups::revoke_egress,
-        "AllocateAddress" => addresses::allocate_address,
-        "AssociateAddress" => addresses::associate_address,
-        "DisassociateAddress" => addresses::disassociate_address,
-        "ReleaseAddress" => addresses::release_address,
-        "DescribeAddresses" => addresses::describe_addresses,
-        "CreateTags" => tags::create_tags,
-        "DeleteTags" => tags::delete_tags,
-        "DescribeTags" => tags::describe_tags,
-        _ => return None,
-    })
+/// The dispatch table: `lookup` finds an action's handler, `actions` lists what is implemented
+/// (the botocore walk test reads it).
+macro_rules! table {
+    ($($action:ident => $handler:path,)*) => {
+        fn lookup(action: &str) -> Option<Handler> {
+            Some(match action {
+                $(stringify!($action) => $handler,)*
+                _ => return None,
+            })
+        }
+
+        /// Every EC2 action the lab answers, in table order.
+        pub fn actions() -> &'static [&'static str] {
+            &[$(stringify!($action),)*]
+        }
+    };
+}
+
+table! {
+    CreateKeyPair => keypairs::create_key_pair,
+    ImportKeyPair => keypairs::import_key_pair,
+    DescribeKeyPairs => keypairs::describe_key_pairs,
+    DeleteKeyPair => keypairs::delete_key_pair,
+    DescribeRegions => catalog::describe_regions,
+    DescribeAvailabilityZones => catalog::describe_availability_zones,
+    DescribeInstanceTypes => catalog::describe_instance_types,
+    RegisterImage => images::register_image,
+    DescribeImages => images::describe_images,
+    DeregisterImage => images::deregister_image,
+    RunInstances => instances::run_instances,
+    DescribeInstances => instances::describe_instances,
+    StartInstances => instances::start_instances,
+    StopInstances => instances::stop_instances,
+    RebootInstances => instances::reboot_instances,
+    TerminateInstances => instances::terminate_instances,
+    DescribeInstanceStatus => instances::describe_instance_status,
+    GetConsoleOutput => instances::get_console_output,
+    ModifyInstanceAttribute => instances::modify_instance_attribute,
+    DescribeInstanceAttribute => instances::describe_instance_attribute,
+    CreateSecurityGroup => security_groups::create_security_group,
+    DeleteSecurityGroup => security_groups::delete_security_group,
+    DescribeSecurityGroups => security_groups::describe_security_groups,
+    AuthorizeSecurityGroupIngress => security_groups::authorize_ingress,
+    AuthorizeSecurityGroupEgress => security_groups::authorize_egress,
+    RevokeSecurityGroupIngress => security_groups::revoke_ingress,
+    RevokeSecurityGroupEgress => security_groups::revoke_egress,
+    AllocateAddress => addresses::allocate_address,
+    AssociateAddress => addresses::associate_address,
+    DisassociateAddress => addresses::disassociate_address,
+    ReleaseAddress => addresses::release_address,
+    DescribeAddresses => addresses::describe_addresses,
+    CreateTags => tags::create_tags,
+    DeleteTags => tags::delete_tags,
+    DescribeTags => tags::describe_tags,
 }
 
 /// Runs one EC2 action and returns the response document.
