@@ -1,4 +1,4 @@
-//! Instance actions: RunInstances, DescribeInstances, Start/Stop/Reboot/TerminateInstances,
+//! Instance actions (RunInstances is `run`): DescribeInstances, Start/Stop/Reboot/TerminateInstances,
 //! DescribeInstanceStatus, GetConsoleOutput, Modify/DescribeInstanceAttribute. Element names
 //! follow the EC2 model (reference §3.6).
 
@@ -9,58 +9,11 @@ use base64::Engine;
 use super::tag_set;
 use crate::api::Params;
 use crate::api::xml::Xml;
-use crate::cloud::instances::{RunRequest, StateChange};
+use crate::cloud::instances::StateChange;
 use crate::cloud::tags::{self, Filterable, Tag};
 use crate::cloud::{AwsError, Cloud, Instance, InstanceState, catalog};
 
-pub(super) fn run_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let md = p.nested("MetadataOptions");
-    let req = RunRequest {
-        image_id: p.required("ImageId")?.to_string(),
-        instance_type: p.get("InstanceType").map(str::to_string),
-        min_count: p
-            .int("MinCount")?
-            .ok_or_else(|| AwsError::missing("MinCount"))?,
-        max_count: p
-            .int("MaxCount")?
-            .ok_or_else(|| AwsError::missing("MaxCount"))?,
-        key_name: p.get("KeyName").map(str::to_string),
-        user_data: p.get("UserData").map(str::to_string),
-        zone: p
-            .nested("Placement")
-            .get("AvailabilityZone")
-            .map(str::to_string),
-        subnet_id: p.get("SubnetId").map(str::to_string),
-        tag_specs: p.tag_specs()?,
-        client_token: p.get("ClientToken").map(str::to_string),
-        shutdown_behavior: p
-            .get("InstanceInitiatedShutdownBehavior")
-            .map(str::to_string),
-        http_tokens: md.get("HttpTokens").map(str::to_string),
-        http_endpoint: md.get("HttpEndpoint").map(str::to_string),
-        http_hop_limit: md.int("HttpPutResponseHopLimit")?,
-        instance_metadata_tags: md.get("InstanceMetadataTags").map(str::to_string),
-        security_group_ids: p.list("SecurityGroupId"),
-        security_groups: p.list("SecurityGroup"),
-        private_ip: p.get("PrivateIpAddress").map(str::to_string),
-        disable_api_termination: p.bool("DisableApiTermination")?.unwrap_or(false),
-    };
-    p.finish()?; // before anything is launched
-    let insts = c.run_instances(req)?;
-    let first = insts.first().expect("at least one instance");
-    x.elem("reservationId", &first.reservation_id)
-        .elem("ownerId", crate::serve::ACCOUNT_ID);
-    group_set(x, first);
-    x.items("instancesSet", &insts, |x, i| {
-        // RunInstances reports the instances as they were launched: pending.
-        let mut shown = i.clone();
-        shown.state = InstanceState::Pending;
-        write_instance(x, &shown, &c.cfg.region);
-    });
-    Ok(())
-}
-
-fn group_set(x: &mut Xml, i: &Instance) {
+pub(super) fn group_set(x: &mut Xml, i: &Instance) {
     x.items("groupSet", &i.groups, |x, g| {
         x.elem("groupId", &g.id).elem("groupName", &g.name);
     });
@@ -73,7 +26,7 @@ fn state(x: &mut Xml, name: &str, s: InstanceState) {
 }
 
 /// One `Instance` structure.
-fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
+pub(super) fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
     let t = catalog::instance_type(&i.instance_type);
     x.elem("instanceId", &i.id).elem("imageId", &i.image_id);
     state(x, "instanceState", i.state);
@@ -99,7 +52,14 @@ fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
             .elem("tenancy", "default");
     })
     .nest("monitoring", |x| {
-        x.elem("state", "disabled");
+        x.elem(
+            "state",
+            if i.launch.monitoring {
+                "enabled"
+            } else {
+                "disabled"
+            },
+        );
     });
     if !terminated {
         x.elem("subnetId", &i.subnet_id)
@@ -117,20 +77,22 @@ fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
     x.elem("architecture", "x86_64")
         .elem("rootDeviceType", "ebs")
         .elem("rootDeviceName", "/dev/xvda");
-    x.items("blockDeviceMapping", (!terminated).then_some(i), |x, i| {
-        x.elem("deviceName", "/dev/xvda").nest("ebs", |x| {
-            x.elem("volumeId", &i.root_volume_id)
-                .elem("status", "attached")
-                .elem("attachTime", &i.root_attach_time)
-                .elem("deleteOnTermination", true);
-        });
-    });
+    block_device_mapping(x, i);
     x.elem("virtualizationType", "hvm")
         .elem("clientToken", i.client_token.clone().unwrap_or_default());
     tag_set(x, &i.tags);
+    if let Some(iam) = &i.launch.iam_instance_profile {
+        x.nest("iamInstanceProfile", |x| {
+            x.elem("arn", &iam.arn).elem("id", &iam.id);
+        });
+    }
     x.elem("hypervisor", "xen")
         .items("networkInterfaceSet", (!terminated).then_some(i), |x, i| {
             x.elem("networkInterfaceId", i.id.replacen("i-", "eni-", 1))
+                .elem(
+                    "description",
+                    i.launch.interface_description.clone().unwrap_or_default(),
+                )
                 .elem("subnetId", &i.subnet_id)
                 .elem("vpcId", &i.vpc_id)
                 .elem("ownerId", crate::serve::ACCOUNT_ID)
@@ -147,7 +109,7 @@ fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
                 });
             }
         })
-        .elem("ebsOptimized", false)
+        .elem("ebsOptimized", i.launch.ebs_optimized)
         .elem("enaSupport", true)
         .nest("cpuOptions", |x| {
             let vcpus = t.map(|t| t.vcpus).unwrap_or(1);
@@ -176,6 +138,35 @@ fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
             x.elem("hostnameType", "ip-name")
                 .elem("enableResourceNameDnsARecord", false);
         });
+}
+
+/// The root volume, then the EBS volumes of the launch's mappings (recorded; the EBS issue
+/// attaches them). A terminated instance shows none.
+fn block_device_mapping(x: &mut Xml, i: &Instance) {
+    if i.state == InstanceState::Terminated {
+        x.items("blockDeviceMapping", Vec::<()>::new(), |_, _| {});
+        return;
+    }
+    let root = "/dev/xvda";
+    let root_delete = i
+        .launch
+        .root(root)
+        .and_then(|b| b.ebs.as_ref())
+        .is_none_or(|e| e.delete_on_termination);
+    let mut rows = vec![(root, i.root_volume_id.as_str(), root_delete)];
+    for b in &i.launch.block_devices {
+        if let Some(e) = b.ebs.as_ref().filter(|_| i.launch.root(root) != Some(b)) {
+            rows.push((&b.device_name, &e.volume_id, e.delete_on_termination));
+        }
+    }
+    x.items("blockDeviceMapping", rows, |x, (device, volume, delete)| {
+        x.elem("deviceName", device).nest("ebs", |x| {
+            x.elem("volumeId", volume)
+                .elem("status", "attached")
+                .elem("attachTime", &i.root_attach_time)
+                .elem("deleteOnTermination", delete);
+        });
+    });
 }
 
 pub(super) fn describe_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {

@@ -8,6 +8,7 @@ mod images;
 mod instances;
 mod keypairs;
 pub mod paging;
+mod run;
 mod security_groups;
 mod tags;
 
@@ -49,7 +50,7 @@ table! {
     RegisterImage => images::register_image,
     DescribeImages => images::describe_images,
     DeregisterImage => images::deregister_image,
-    RunInstances => instances::run_instances,
+    RunInstances => run::run_instances,
     DescribeInstances => instances::describe_instances,
     StartInstances => instances::start_instances,
     StopInstances => instances::stop_instances,
