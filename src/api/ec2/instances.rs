@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 
+use super::paging::Page;
 use super::tag_set;
 use crate::api::Params;
 use crate::api::xml::Xml;
@@ -170,7 +171,17 @@ fn block_device_mapping(x: &mut Xml, i: &Instance) {
 }
 
 pub(super) fn describe_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let insts = c.describe_instances(&p.list("InstanceId"), &p.filters()?)?;
+    let page = Page::read(p, "DescribeInstances", 5, 1000)?;
+    let (ids, filters) = (p.list("InstanceId"), p.filters()?);
+    if page.is_paged() && !ids.is_empty() {
+        return Err(AwsError::combination(
+            "The parameter instancesSet cannot be used with the parameter maxResults",
+        ));
+    }
+    // Instances managed by other services: the lab has none, so including them changes nothing.
+    p.bool("IncludeManagedResources")?;
+    p.finish()?;
+    let (insts, next) = page.take(c.describe_instances(&ids, &filters)?);
     // One reservation element per reservation, in launch order.
     let mut reservations: Vec<(String, Vec<&Instance>)> = Vec::new();
     for i in &insts {
@@ -182,6 +193,7 @@ pub(super) fn describe_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Res
             None => reservations.push((i.reservation_id.clone(), vec![i])),
         }
     }
+    x.opt("nextToken", next.as_ref());
     x.items("reservationSet", &reservations, |x, (rid, insts)| {
         x.elem("reservationId", rid)
             .elem("ownerId", crate::serve::ACCOUNT_ID);
@@ -202,25 +214,39 @@ fn state_changes(x: &mut Xml, changes: &[StateChange]) {
 }
 
 pub(super) fn start_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let ch = c.start_instances(&p.list("InstanceId"))?;
+    let ids = p.list("InstanceId");
+    p.refuse(&["AdditionalInfo"])?;
+    p.finish()?;
+    let ch = c.start_instances(&ids)?;
     state_changes(x, &ch);
     Ok(())
 }
 
 pub(super) fn stop_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let ch = c.stop_instances(&p.list("InstanceId"), p.bool("Force")?.unwrap_or(false))?;
+    let (ids, force) = (p.list("InstanceId"), p.bool("Force")?.unwrap_or(false));
+    p.only("Hibernate", &["false"])?;
+    p.only("SkipOsShutdown", &["false"])?;
+    p.finish()?;
+    let ch = c.stop_instances(&ids, force)?;
     state_changes(x, &ch);
     Ok(())
 }
 
 pub(super) fn terminate_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let ch = c.terminate_instances(&p.list("InstanceId"))?;
+    let ids = p.list("InstanceId");
+    // Termination always shuts the OS down (TERM, then KILL after the grace period).
+    p.only("Force", &["false"])?;
+    p.only("SkipOsShutdown", &["false"])?;
+    p.finish()?;
+    let ch = c.terminate_instances(&ids)?;
     state_changes(x, &ch);
     Ok(())
 }
 
 pub(super) fn reboot_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    c.reboot_instances(&p.list("InstanceId"))?;
+    let ids = p.list("InstanceId");
+    p.finish()?;
+    c.reboot_instances(&ids)?;
     x.elem("return", true);
     Ok(())
 }
@@ -261,14 +287,24 @@ pub(super) fn describe_instance_status(
     x: &mut Xml,
 ) -> Result<(), AwsError> {
     let all = p.bool("IncludeAllInstances")?.unwrap_or(false);
-    let insts = c.describe_instances(&p.list("InstanceId"), &[])?;
-    let filters = p.filters()?;
+    let page = Page::read(p, "DescribeInstanceStatus", 5, 1000)?;
+    let (ids, filters) = (p.list("InstanceId"), p.filters()?);
+    if page.is_paged() && !ids.is_empty() {
+        return Err(AwsError::combination(
+            "The parameter instancesSet cannot be used with the parameter maxResults",
+        ));
+    }
+    p.bool("IncludeManagedResources")?; // none in the lab, as for DescribeInstances
+    p.finish()?;
+    let insts = c.describe_instances(&ids, &[])?;
     let mut keep = Vec::new();
     for i in &insts {
         if (all || i.state == InstanceState::Running) && tags::matches(&Status(i), &filters)? {
             keep.push(i);
         }
     }
+    let (keep, next) = page.take(keep);
+    x.opt("nextToken", next.as_ref());
     x.items("instanceStatusSet", keep, |x, i| {
         let running = i.state == InstanceState::Running;
         let status = if running { "ok" } else { "not-applicable" };
@@ -290,6 +326,9 @@ pub(super) fn describe_instance_status(
 
 pub(super) fn get_console_output(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
     let id = p.required("InstanceId")?;
+    // The lab's console output is always the latest.
+    p.bool("Latest")?;
+    p.finish()?;
     let out = c.console_output(id)?;
     x.elem("instanceId", id)
         .elem("timestamp", crate::cloud::now_iso())
@@ -327,9 +366,20 @@ pub(super) fn modify_instance_attribute(
     if !groups.is_empty() {
         changes.push(("groupSet", groups.join(",")));
     }
+    p.refuse(&[
+        "SourceDestCheck",
+        "DisableApiStop",
+        "BlockDeviceMapping",
+        "Kernel",
+        "Ramdisk",
+        "EbsOptimized",
+        "SriovNetSupport",
+        "EnaSupport",
+    ])?;
     if changes.is_empty() {
         return Err(AwsError::missing("Attribute"));
     }
+    p.finish()?;
     for (attr, value) in changes {
         c.modify_instance_attribute(id, attr, &value)?;
     }
@@ -342,8 +392,9 @@ pub(super) fn describe_instance_attribute(
     p: &Params,
     x: &mut Xml,
 ) -> Result<(), AwsError> {
-    let i = c.instance(p.required("InstanceId")?)?;
-    let attr = p.required("Attribute")?;
+    let (id, attr) = (p.required("InstanceId")?, p.required("Attribute")?);
+    p.finish()?;
+    let i = c.instance(id)?;
     x.elem("instanceId", &i.id);
     let value = |x: &mut Xml, name: &str, v: String| {
         x.nest(name, |x| {
