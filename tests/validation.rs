@@ -316,3 +316,92 @@ fn an_unread_parameter_is_refused_by_name_and_launches_nothing() {
         "an instance was launched anyway: {v}"
     );
 }
+
+/// A dry run checks the request first (a bad member is refused as without DryRun), then says
+/// it would have succeeded — and launches nothing.
+#[test]
+fn dry_run_checks_the_request_then_answers_and_acts_not() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let ami = d.lab_linux();
+    let run = ["ec2", "run-instances", "--image-id", &ami, "--dry-run"];
+    d.aws_err(&run, "DryRunOperation");
+    let e = d.aws_err(
+        &[&run[..], &["--placement", "Tenancy=dedicated"]].concat(),
+        "InvalidParameterValue",
+    );
+    assert_names(&e, "Placement.Tenancy");
+    d.aws_err(
+        &["ec2", "create-key-pair", "--key-name", "k", "--dry-run"],
+        "DryRunOperation",
+    );
+    let v = d.aws_json(&["ec2", "describe-instances"]);
+    assert_eq!(v["Reservations"].as_array().map(Vec::len), Some(0), "{v}");
+    let v = d.aws_json(&["ec2", "describe-key-pairs"]);
+    assert_eq!(v["KeyPairs"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+/// DescribeInstances pages with MaxResults (5..1000) and NextToken, and refuses MaxResults
+/// with explicit instance ids, as EC2 does.
+#[test]
+fn describe_instances_pages() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let ids = d.run_instances(&["--count", "6"]);
+    let page = |token: Option<&str>| {
+        let mut args = vec![
+            "ec2",
+            "describe-instances",
+            "--max-results",
+            "5",
+            "--no-paginate",
+        ];
+        if let Some(t) = token {
+            args.extend(["--next-token", t]);
+        }
+        d.aws_json(&args)
+    };
+    let count = |v: &serde_json::Value| -> usize {
+        v["Reservations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Instances"].as_array().unwrap().len())
+            .sum()
+    };
+    let first = page(None);
+    assert_eq!(count(&first), 5, "{first}");
+    let token = first["NextToken"]
+        .as_str()
+        .expect("a next token")
+        .to_string();
+    let second = page(Some(&token));
+    assert_eq!(count(&second), 1, "{second}");
+    assert!(second.get("NextToken").is_none(), "{second}");
+    let e = d.aws_err(
+        &[
+            "ec2",
+            "describe-instances",
+            "--max-results",
+            "5",
+            "--instance-ids",
+            &ids[0],
+        ],
+        "InvalidParameterCombination",
+    );
+    assert_names(&e, "maxResults");
+    d.aws_err(
+        &[
+            "ec2",
+            "describe-instances",
+            "--max-results",
+            "2",
+            "--no-paginate",
+        ],
+        "InvalidParameterValue",
+    );
+}
