@@ -295,9 +295,7 @@ fn lengths_at_the_edge_ids_and_charsets() {
     describes_still_parse(&d);
 }
 
-/// A parameter the lab does not read is refused by name before anything is launched: the
-/// tutorials' `--associate-public-ip-address --security-group-ids` form (sent as
-/// `NetworkInterface.1.*`) must not silently land the instance in the default group.
+/// A parameter the lab does not know is refused by name before anything is launched.
 #[test]
 fn an_unread_parameter_is_refused_by_name_and_launches_nothing() {
     if !prerequisites(&["aws"]) {
@@ -305,23 +303,105 @@ fn an_unread_parameter_is_refused_by_name_and_launches_nothing() {
     }
     let d = Daemon::start();
     let ami = d.lab_linux();
-    let err = d.aws_err(
-        &[
-            "ec2",
-            "run-instances",
-            "--image-id",
-            &ami,
-            "--count",
-            "1",
-            "--associate-public-ip-address",
-        ],
-        "UnknownParameter",
-    );
-    assert_names(&err, "NetworkInterface.1.");
+    let (status, body) = d.raw(&format!(
+        "Action=RunInstances&Version=2016-11-15&ImageId={ami}&MinCount=1&MaxCount=1&NetworkInterface.1.DeviceIndex=0&NetworkInterface.1.Colour=blue"
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("UnknownParameter"), "{body}");
+    assert_names(&body, "NetworkInterface.1.Colour");
     let v = d.aws_json(&["ec2", "describe-instances"]);
     assert_eq!(
         v["Reservations"].as_array().map(Vec::len),
         Some(0),
         "an instance was launched anyway: {v}"
+    );
+}
+
+/// A dry run checks the request first (a bad member is refused as without DryRun), then says
+/// it would have succeeded — and launches nothing.
+#[test]
+fn dry_run_checks_the_request_then_answers_and_acts_not() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let ami = d.lab_linux();
+    let run = ["ec2", "run-instances", "--image-id", &ami, "--dry-run"];
+    d.aws_err(&run, "DryRunOperation");
+    let e = d.aws_err(
+        &[&run[..], &["--placement", "Tenancy=dedicated"]].concat(),
+        "InvalidParameterValue",
+    );
+    assert_names(&e, "Placement.Tenancy");
+    d.aws_err(
+        &["ec2", "create-key-pair", "--key-name", "k", "--dry-run"],
+        "DryRunOperation",
+    );
+    let v = d.aws_json(&["ec2", "describe-instances"]);
+    assert_eq!(v["Reservations"].as_array().map(Vec::len), Some(0), "{v}");
+    let v = d.aws_json(&["ec2", "describe-key-pairs"]);
+    assert_eq!(v["KeyPairs"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+/// DescribeInstances pages with MaxResults (5..1000) and NextToken, and refuses MaxResults
+/// with explicit instance ids, as EC2 does.
+#[test]
+fn describe_instances_pages() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let ids = d.run_instances(&["--count", "6"]);
+    let page = |token: Option<&str>| {
+        let mut args = vec![
+            "ec2",
+            "describe-instances",
+            "--max-results",
+            "5",
+            "--no-paginate",
+        ];
+        if let Some(t) = token {
+            args.extend(["--next-token", t]);
+        }
+        d.aws_json(&args)
+    };
+    let count = |v: &serde_json::Value| -> usize {
+        v["Reservations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Instances"].as_array().unwrap().len())
+            .sum()
+    };
+    let first = page(None);
+    assert_eq!(count(&first), 5, "{first}");
+    let token = first["NextToken"]
+        .as_str()
+        .expect("a next token")
+        .to_string();
+    let second = page(Some(&token));
+    assert_eq!(count(&second), 1, "{second}");
+    assert!(second.get("NextToken").is_none(), "{second}");
+    let e = d.aws_err(
+        &[
+            "ec2",
+            "describe-instances",
+            "--max-results",
+            "5",
+            "--instance-ids",
+            &ids[0],
+        ],
+        "InvalidParameterCombination",
+    );
+    assert_names(&e, "maxResults");
+    d.aws_err(
+        &[
+            "ec2",
+            "describe-instances",
+            "--max-results",
+            "2",
+            "--no-paginate",
+        ],
+        "InvalidParameterValue",
     );
 }

@@ -56,11 +56,49 @@ impl Params {
             .collect()
     }
 
-    /// Refuses the request if it carries a parameter that nothing read.
+    /// The checkpoint between decoding and acting: refuses the request if it carries a
+    /// parameter that nothing read, then answers a `DryRun=true` request with `DryRunOperation`
+    /// (AWS checks the request first, then says it would have succeeded).
     pub fn finish(&self) -> Result<(), AwsError> {
-        match self.unread().first() {
+        let dry_run = self.bool("DryRun")?;
+        if let Some(name) = self.unread().first() {
+            return Err(AwsError::unknown_parameter(name));
+        }
+        match dry_run {
+            Some(true) => Err(AwsError::new(
+                "DryRunOperation",
+                "Request would have succeeded, but DryRun flag is set.",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The first parameter of the request that is `name` or lies under `name.`, by full name.
+    fn present(&self, name: &str) -> Option<String> {
+        let under = format!("{name}.");
+        self.map
+            .keys()
+            .find(|k| *k == name || k.starts_with(&under))
+            .map(|k| format!("{}{k}", self.base))
+    }
+
+    /// Refuses the members the lab does not do (`InvalidParameterValue: The parameter X is not
+    /// supported by this lab`), each name covering everything under it.
+    pub fn refuse(&self, names: &[&str]) -> Result<(), AwsError> {
+        match names.iter().find_map(|n| self.present(n)) {
+            Some(full) => Err(AwsError::unsupported(&full)),
             None => Ok(()),
-            Some(name) => Err(AwsError::unknown_parameter(name)),
+        }
+    }
+
+    /// A member the lab does only with some values (`Placement.Tenancy=default`): the value if
+    /// it is one of them (compared without case), refused by name otherwise.
+    pub fn only(&self, name: &str, allowed: &[&str]) -> Result<Option<&str>, AwsError> {
+        match self.get(name) {
+            Some(v) if !allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) => Err(
+                AwsError::unsupported_value(&format!("{}{name}", self.base), v, allowed),
+            ),
+            v => Ok(v),
         }
     }
 
@@ -69,6 +107,11 @@ impl Params {
         for (k, v) in other.map {
             self.map.entry(k).or_insert(v);
         }
+    }
+
+    /// True when this view holds no parameter at all (`Ebs` absent from a mapping, say).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -250,5 +293,38 @@ mod tests {
         assert_eq!(p.bool("Bad").unwrap_err().code, "InvalidParameterValue");
         assert_eq!(p.int::<u32>("N").unwrap_err().code, "InvalidParameterValue");
         assert_eq!(p.required("Missing").unwrap_err().code, "MissingParameter");
+    }
+
+    #[test]
+    fn refused_and_restricted_members_are_named() {
+        let p = Params::parse(
+            b"Placement.Tenancy=dedicated&Placement.GroupName=g&CpuOptions.CoreCount=2&DryRun=true",
+        );
+        let e = p.refuse(&["KernelId", "CpuOptions"]).unwrap_err();
+        assert_eq!(e.code, "InvalidParameterValue");
+        assert!(e.message.contains("CpuOptions.CoreCount"), "{e}");
+        let pl = p.nested("Placement");
+        let e = pl.refuse(&["GroupName"]).unwrap_err();
+        assert!(e.message.contains("Placement.GroupName"), "{e}");
+        let e = pl.only("Tenancy", &["default"]).unwrap_err();
+        assert!(e.message.contains("Placement.Tenancy"), "{e}");
+        assert!(
+            p.refuse(&["Kernel"]).is_ok(),
+            "a name is not a prefix of another"
+        );
+    }
+
+    #[test]
+    fn finish_refuses_unread_then_answers_dry_run() {
+        let p = Params::parse(b"DryRun=true&A=1&B=2");
+        p.get("A");
+        let e = p.finish().unwrap_err();
+        assert_eq!(e.code, "UnknownParameter");
+        assert!(e.message.contains(" B "), "{e}");
+        p.get("B");
+        assert_eq!(p.finish().unwrap_err().code, "DryRunOperation");
+        let p = Params::parse(b"DryRun=false&A=1");
+        p.get("A");
+        assert!(p.finish().is_ok());
     }
 }

@@ -42,6 +42,26 @@ impl AwsError {
         )
     }
 
+    /// A member of the AWS model that the lab does not do.
+    pub fn unsupported(param: &str) -> AwsError {
+        AwsError::new(
+            "InvalidParameterValue",
+            format!("The parameter {param} is not supported by this lab"),
+        )
+    }
+
+    /// A value of a member that the lab does only with some values.
+    pub fn unsupported_value(param: &str, value: &str, allowed: &[&str]) -> AwsError {
+        AwsError::new(
+            "InvalidParameterValue",
+            format!(
+                "The value ({}) of parameter {param} is not supported by this lab (it supports: {})",
+                super::validate::shown(value),
+                allowed.join(", ")
+            ),
+        )
+    }
+
     pub fn invalid(message: impl Into<String>) -> AwsError {
         AwsError::new("InvalidParameterValue", message)
     }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::addresses::public_ips_in_use;
 use super::images::{self, Image};
+use super::launch::Launch;
 use super::network::{self, Network};
 use super::security_groups::{self, SecurityGroup};
 use super::tags::{self, Filter, Filterable, Tag, TagSpec};
@@ -117,6 +118,13 @@ pub struct Instance {
     /// The Elastic IP on the instance (its `public_ip` is then that address).
     #[serde(default)]
     pub eip_allocation: Option<String>,
+    /// Launched with `AssociatePublicIpAddress=false`: no auto-assigned public IP, ever (an
+    /// Elastic IP still gives it one).
+    #[serde(default)]
+    pub no_public_ip: bool,
+    /// Block devices, IAM profile, monitoring… as RunInstances gave them.
+    #[serde(default)]
+    pub launch: Launch,
     /// Seconds since the epoch when it reached `terminated`.
     pub terminated_at: Option<i64>,
 }
@@ -212,6 +220,10 @@ pub struct RunRequest {
     pub security_groups: Vec<String>,
     pub private_ip: Option<String>,
     pub disable_api_termination: bool,
+    /// `AssociatePublicIpAddress` of the primary interface; the default VPC's subnets map a
+    /// public IP on launch, so `None` means yes.
+    pub associate_public_ip: Option<bool>,
+    pub launch: Launch,
 }
 
 /// One instance's change of state, as Start/Stop/TerminateInstances report it.
@@ -327,6 +339,9 @@ impl Cloud {
                 format!("Invalid value '{itype}' for InstanceType."),
             ));
         }
+        req.launch
+            .check(&itype, &image.root_device_name, image.root_size_gib)?;
+        let with_public_ip = req.associate_public_ip != Some(false);
         if req.min_count < 1 || req.max_count < req.min_count {
             return Err(AwsError::invalid(format!(
                 "MinCount ({}) must be at least 1 and no more than MaxCount ({})",
@@ -457,8 +472,13 @@ impl Cloud {
                     None => network::next_ip(&subnet, &used)?,
                 };
                 used.push(private_ip.clone());
-                let public_ip = self.next_public_ip(&public_used)?;
-                public_used.push(public_ip.clone());
+                let public_ip = if with_public_ip {
+                    let ip = self.next_public_ip(&public_used)?;
+                    public_used.push(ip.clone());
+                    Some(ip)
+                } else {
+                    None
+                };
                 created.push(Instance {
                     id: ids::new_id("i"),
                     reservation_id: reservation_id.clone(),
@@ -473,7 +493,7 @@ impl Cloud {
                     subnet_id: subnet.id.clone(),
                     vpc_id: net.vpc_id.clone(),
                     private_ip,
-                    public_ip: Some(public_ip),
+                    public_ip,
                     launch_time: launch_time.clone(),
                     ami_launch_index: idx,
                     tags: instance_tags.clone(),
@@ -489,6 +509,8 @@ impl Cloud {
                     root_volume_id: ids::new_id("vol"),
                     root_attach_time: launch_time.clone(),
                     eip_allocation: None,
+                    no_public_ip: !with_public_ip,
+                    launch: req.launch.for_instance(),
                     terminated_at: None,
                 });
             }
@@ -931,7 +953,8 @@ impl Cloud {
         Ok(self.host().console(&inst.id))
     }
 
-    /// Gives each instance without a public IP a fresh one from the pool (one transaction).
+    /// Gives each instance without a public IP a fresh one from the pool, unless it was launched
+    /// without one (one transaction).
     fn assign_public_ips(&self, ids_to_set: &[String]) -> Result<Vec<Instance>, AwsError> {
         let mut st = self.state();
         let mut used = public_ips_in_use(&st.instances, &st.addresses);
@@ -939,7 +962,7 @@ impl Cloud {
         let mut updated = Vec::new();
         for i in st.instances.iter().filter(|i| ids_to_set.contains(&i.id)) {
             let mut n = i.clone();
-            if n.public_ip.is_none() {
+            if n.public_ip.is_none() && !n.no_public_ip {
                 let ip = self.next_public_ip(&used)?;
                 used.push(ip.clone());
                 n.public_ip = Some(ip);

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod launch;
 mod lifecycle;
 pub mod limits;
 pub mod network;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::paging::Page;
 use crate::api::Params;
 use crate::api::xml::Xml;
 use crate::cloud::catalog::{self, INSTANCE_TYPES};
@@ -10,7 +11,11 @@ use crate::cloud::{AwsError, Cloud};
 
 pub(super) fn describe_regions(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
     let region = &c.cfg.region;
-    for r in p.list("RegionName") {
+    // The lab has one region, enabled: every region, opted in or not, is that one.
+    p.bool("AllRegions")?;
+    let (names, filters) = (p.list("RegionName"), p.filters()?);
+    p.finish()?;
+    for r in names {
         if &r != region {
             return Err(AwsError::invalid(format!(
                 "Invalid region: {r} (this lab has only {region})"
@@ -21,7 +26,7 @@ pub(super) fn describe_regions(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Resul
         name: region.clone(),
         endpoint: c.cfg.endpoint.clone(),
     };
-    let keep = tags::matches(&item, &p.filters()?)?;
+    let keep = tags::matches(&item, &filters)?;
     x.items("regionInfo", keep.then_some(&item), |x, r| {
         x.elem("regionName", &r.name)
             .elem("regionEndpoint", &r.endpoint)
@@ -88,6 +93,10 @@ pub(super) fn describe_availability_zones(
         })
         .collect();
     let (names, zone_ids) = (p.list("ZoneName"), p.list("ZoneId"));
+    // Local and Wavelength Zones: the lab has none, so all zones are the ones listed.
+    p.bool("AllAvailabilityZones")?;
+    let filters: Vec<Filter> = p.filters()?;
+    p.finish()?;
     for n in &names {
         if !zones.iter().any(|z| &z.name == n) {
             return Err(AwsError::invalid(format!("The zone '{n}' does not exist.")));
@@ -100,7 +109,6 @@ pub(super) fn describe_availability_zones(
             )));
         }
     }
-    let filters: Vec<Filter> = p.filters()?;
     let mut keep = Vec::new();
     for z in &zones {
         if (!names.is_empty() || !zone_ids.is_empty())
@@ -151,6 +159,11 @@ pub(super) fn describe_instance_types(
     x: &mut Xml,
 ) -> Result<(), AwsError> {
     let wanted = p.list("InstanceType");
+    // The catalog holds only types the lab offers: none is unsupported in its region.
+    p.bool("IncludeUnsupportedInRegion")?;
+    let page = Page::read(p, "DescribeInstanceTypes", 5, 100)?;
+    let filters = p.filters()?;
+    p.finish()?;
     let unknown: Vec<&String> = wanted
         .iter()
         .filter(|w| catalog::instance_type(w).is_none())
@@ -165,7 +178,6 @@ pub(super) fn describe_instance_types(
             ),
         ));
     }
-    let filters = p.filters()?;
     let mut keep = Vec::new();
     for t in INSTANCE_TYPES {
         if (wanted.is_empty() || wanted.iter().any(|w| w == t.name)) && tags::matches(t, &filters)?
@@ -173,6 +185,8 @@ pub(super) fn describe_instance_types(
             keep.push(t);
         }
     }
+    let (keep, next) = page.take(keep);
+    x.opt("nextToken", next.as_ref());
     x.items("instanceTypeSet", keep, |x, t| {
         x.elem("instanceType", t.name)
             .elem("currentGeneration", true)

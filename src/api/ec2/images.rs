@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::paging::Page;
 use super::tag_set;
 use crate::api::Params;
 use crate::api::xml::Xml;
@@ -11,30 +12,55 @@ use crate::cloud::{AwsError, Cloud, Image, validate};
 
 /// RegisterImage with `ImageLocation` = the absolute path of an AMI directory on the lab host.
 pub(super) fn register_image(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
+    p.refuse(&[
+        "BillingProduct",
+        "BootMode",
+        "TpmSupport",
+        "UefiData",
+        "ImdsSupport",
+        "KernelId",
+        "RamdiskId",
+        "BlockDeviceMapping",
+        "SriovNetSupport",
+    ])?;
+    // The manifest in the AMI directory says these; the request may only agree with it.
+    p.only("Architecture", &["x86_64"])?;
+    p.only("VirtualizationType", &["hvm"])?;
+    p.only("RootDeviceName", &["/dev/xvda"])?;
+    p.only("EnaSupport", &["true"])?;
     let name = p.required("Name")?;
     let location = p.get("ImageLocation").ok_or_else(|| {
         AwsError::missing("ImageLocation (the absolute path of an AMI directory on the lab host)")
     })?;
     validate::text("ImageLocation", location)?;
+    let (description, tags) = (p.get("Description"), p.tag_specs()?);
+    p.finish()?;
     let ami = crate::ami::inspect(Path::new(location)).map_err(|e| {
         AwsError::new(
             "InvalidParameterValue",
             format!("ImageLocation {}: {e}", validate::shown(location)),
         )
     })?;
-    let img = c.register_image(
-        &ami,
-        Some(name),
-        p.get("Description"),
-        &p.tag_specs()?,
-        false,
-    )?;
+    let img = c.register_image(&ami, Some(name), description, &tags, false)?;
     x.elem("imageId", &img.id);
     Ok(())
 }
 
 pub(super) fn describe_images(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let images = c.describe_images(&p.list("ImageId"), &p.list("Owner"), &p.filters()?)?;
+    p.refuse(&["ExecutableBy"])?;
+    // The lab has no deprecated or disabled images: including them changes nothing.
+    p.bool("IncludeDeprecated")?;
+    p.bool("IncludeDisabled")?;
+    let page = Page::read(p, "DescribeImages", 5, 1000)?;
+    let (ids, owners, filters) = (p.list("ImageId"), p.list("Owner"), p.filters()?);
+    if page.is_paged() && !ids.is_empty() {
+        return Err(AwsError::combination(
+            "The parameter ImageId cannot be used with the parameter MaxResults or NextToken",
+        ));
+    }
+    p.finish()?;
+    let (images, next) = page.take(c.describe_images(&ids, &owners, &filters)?);
+    x.opt("nextToken", next.as_ref());
     x.items("imagesSet", &images, |x, i: &Image| {
         x.elem("imageId", &i.id)
             .elem("imageLocation", i.location.display())
@@ -68,7 +94,11 @@ pub(super) fn describe_images(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result
 }
 
 pub(super) fn deregister_image(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    c.deregister_image(p.required("ImageId")?)?;
+    let id = p.required("ImageId")?;
+    // Lab images have no snapshots: there is nothing to delete with them.
+    p.bool("DeleteAssociatedSnapshots")?;
+    p.finish()?;
+    c.deregister_image(id)?;
     x.elem("return", true)
         .items("deleteSnapshotResultSet", Vec::<()>::new(), |_, _| {});
     Ok(())

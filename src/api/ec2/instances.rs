@@ -1,4 +1,4 @@
-//! Instance actions: RunInstances, DescribeInstances, Start/Stop/Reboot/TerminateInstances,
+//! Instance actions (RunInstances is `run`): DescribeInstances, Start/Stop/Reboot/TerminateInstances,
 //! DescribeInstanceStatus, GetConsoleOutput, Modify/DescribeInstanceAttribute. Element names
 //! follow the EC2 model (reference §3.6).
 
@@ -6,61 +6,15 @@ use std::sync::Arc;
 
 use base64::Engine;
 
+use super::paging::Page;
 use super::tag_set;
 use crate::api::Params;
 use crate::api::xml::Xml;
-use crate::cloud::instances::{RunRequest, StateChange};
+use crate::cloud::instances::StateChange;
 use crate::cloud::tags::{self, Filterable, Tag};
 use crate::cloud::{AwsError, Cloud, Instance, InstanceState, catalog};
 
-pub(super) fn run_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let md = p.nested("MetadataOptions");
-    let req = RunRequest {
-        image_id: p.required("ImageId")?.to_string(),
-        instance_type: p.get("InstanceType").map(str::to_string),
-        min_count: p
-            .int("MinCount")?
-            .ok_or_else(|| AwsError::missing("MinCount"))?,
-        max_count: p
-            .int("MaxCount")?
-            .ok_or_else(|| AwsError::missing("MaxCount"))?,
-        key_name: p.get("KeyName").map(str::to_string),
-        user_data: p.get("UserData").map(str::to_string),
-        zone: p
-            .nested("Placement")
-            .get("AvailabilityZone")
-            .map(str::to_string),
-        subnet_id: p.get("SubnetId").map(str::to_string),
-        tag_specs: p.tag_specs()?,
-        client_token: p.get("ClientToken").map(str::to_string),
-        shutdown_behavior: p
-            .get("InstanceInitiatedShutdownBehavior")
-            .map(str::to_string),
-        http_tokens: md.get("HttpTokens").map(str::to_string),
-        http_endpoint: md.get("HttpEndpoint").map(str::to_string),
-        http_hop_limit: md.int("HttpPutResponseHopLimit")?,
-        instance_metadata_tags: md.get("InstanceMetadataTags").map(str::to_string),
-        security_group_ids: p.list("SecurityGroupId"),
-        security_groups: p.list("SecurityGroup"),
-        private_ip: p.get("PrivateIpAddress").map(str::to_string),
-        disable_api_termination: p.bool("DisableApiTermination")?.unwrap_or(false),
-    };
-    p.finish()?; // before anything is launched
-    let insts = c.run_instances(req)?;
-    let first = insts.first().expect("at least one instance");
-    x.elem("reservationId", &first.reservation_id)
-        .elem("ownerId", crate::serve::ACCOUNT_ID);
-    group_set(x, first);
-    x.items("instancesSet", &insts, |x, i| {
-        // RunInstances reports the instances as they were launched: pending.
-        let mut shown = i.clone();
-        shown.state = InstanceState::Pending;
-        write_instance(x, &shown, &c.cfg.region);
-    });
-    Ok(())
-}
-
-fn group_set(x: &mut Xml, i: &Instance) {
+pub(super) fn group_set(x: &mut Xml, i: &Instance) {
     x.items("groupSet", &i.groups, |x, g| {
         x.elem("groupId", &g.id).elem("groupName", &g.name);
     });
@@ -73,7 +27,7 @@ fn state(x: &mut Xml, name: &str, s: InstanceState) {
 }
 
 /// One `Instance` structure.
-fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
+pub(super) fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
     let t = catalog::instance_type(&i.instance_type);
     x.elem("instanceId", &i.id).elem("imageId", &i.image_id);
     state(x, "instanceState", i.state);
@@ -99,7 +53,14 @@ fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
             .elem("tenancy", "default");
     })
     .nest("monitoring", |x| {
-        x.elem("state", "disabled");
+        x.elem(
+            "state",
+            if i.launch.monitoring {
+                "enabled"
+            } else {
+                "disabled"
+            },
+        );
     });
     if !terminated {
         x.elem("subnetId", &i.subnet_id)
@@ -117,20 +78,22 @@ fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
     x.elem("architecture", "x86_64")
         .elem("rootDeviceType", "ebs")
         .elem("rootDeviceName", "/dev/xvda");
-    x.items("blockDeviceMapping", (!terminated).then_some(i), |x, i| {
-        x.elem("deviceName", "/dev/xvda").nest("ebs", |x| {
-            x.elem("volumeId", &i.root_volume_id)
-                .elem("status", "attached")
-                .elem("attachTime", &i.root_attach_time)
-                .elem("deleteOnTermination", true);
-        });
-    });
+    block_device_mapping(x, i);
     x.elem("virtualizationType", "hvm")
         .elem("clientToken", i.client_token.clone().unwrap_or_default());
     tag_set(x, &i.tags);
+    if let Some(iam) = &i.launch.iam_instance_profile {
+        x.nest("iamInstanceProfile", |x| {
+            x.elem("arn", &iam.arn).elem("id", &iam.id);
+        });
+    }
     x.elem("hypervisor", "xen")
         .items("networkInterfaceSet", (!terminated).then_some(i), |x, i| {
             x.elem("networkInterfaceId", i.id.replacen("i-", "eni-", 1))
+                .elem(
+                    "description",
+                    i.launch.interface_description.clone().unwrap_or_default(),
+                )
                 .elem("subnetId", &i.subnet_id)
                 .elem("vpcId", &i.vpc_id)
                 .elem("ownerId", crate::serve::ACCOUNT_ID)
@@ -147,7 +110,7 @@ fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
                 });
             }
         })
-        .elem("ebsOptimized", false)
+        .elem("ebsOptimized", i.launch.ebs_optimized)
         .elem("enaSupport", true)
         .nest("cpuOptions", |x| {
             let vcpus = t.map(|t| t.vcpus).unwrap_or(1);
@@ -178,8 +141,47 @@ fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
         });
 }
 
+/// The root volume, then the EBS volumes of the launch's mappings (recorded; the EBS issue
+/// attaches them). A terminated instance shows none.
+fn block_device_mapping(x: &mut Xml, i: &Instance) {
+    if i.state == InstanceState::Terminated {
+        x.items("blockDeviceMapping", Vec::<()>::new(), |_, _| {});
+        return;
+    }
+    let root = "/dev/xvda";
+    let root_delete = i
+        .launch
+        .root(root)
+        .and_then(|b| b.ebs.as_ref())
+        .is_none_or(|e| e.delete_on_termination);
+    let mut rows = vec![(root, i.root_volume_id.as_str(), root_delete)];
+    for b in &i.launch.block_devices {
+        if let Some(e) = b.ebs.as_ref().filter(|_| i.launch.root(root) != Some(b)) {
+            rows.push((&b.device_name, &e.volume_id, e.delete_on_termination));
+        }
+    }
+    x.items("blockDeviceMapping", rows, |x, (device, volume, delete)| {
+        x.elem("deviceName", device).nest("ebs", |x| {
+            x.elem("volumeId", volume)
+                .elem("status", "attached")
+                .elem("attachTime", &i.root_attach_time)
+                .elem("deleteOnTermination", delete);
+        });
+    });
+}
+
 pub(super) fn describe_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let insts = c.describe_instances(&p.list("InstanceId"), &p.filters()?)?;
+    let page = Page::read(p, "DescribeInstances", 5, 1000)?;
+    let (ids, filters) = (p.list("InstanceId"), p.filters()?);
+    if page.is_paged() && !ids.is_empty() {
+        return Err(AwsError::combination(
+            "The parameter instancesSet cannot be used with the parameter maxResults",
+        ));
+    }
+    // Instances managed by other services: the lab has none, so including them changes nothing.
+    p.bool("IncludeManagedResources")?;
+    p.finish()?;
+    let (insts, next) = page.take(c.describe_instances(&ids, &filters)?);
     // One reservation element per reservation, in launch order.
     let mut reservations: Vec<(String, Vec<&Instance>)> = Vec::new();
     for i in &insts {
@@ -191,6 +193,7 @@ pub(super) fn describe_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Res
             None => reservations.push((i.reservation_id.clone(), vec![i])),
         }
     }
+    x.opt("nextToken", next.as_ref());
     x.items("reservationSet", &reservations, |x, (rid, insts)| {
         x.elem("reservationId", rid)
             .elem("ownerId", crate::serve::ACCOUNT_ID);
@@ -211,25 +214,39 @@ fn state_changes(x: &mut Xml, changes: &[StateChange]) {
 }
 
 pub(super) fn start_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let ch = c.start_instances(&p.list("InstanceId"))?;
+    let ids = p.list("InstanceId");
+    p.refuse(&["AdditionalInfo"])?;
+    p.finish()?;
+    let ch = c.start_instances(&ids)?;
     state_changes(x, &ch);
     Ok(())
 }
 
 pub(super) fn stop_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let ch = c.stop_instances(&p.list("InstanceId"), p.bool("Force")?.unwrap_or(false))?;
+    let (ids, force) = (p.list("InstanceId"), p.bool("Force")?.unwrap_or(false));
+    p.only("Hibernate", &["false"])?;
+    p.only("SkipOsShutdown", &["false"])?;
+    p.finish()?;
+    let ch = c.stop_instances(&ids, force)?;
     state_changes(x, &ch);
     Ok(())
 }
 
 pub(super) fn terminate_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let ch = c.terminate_instances(&p.list("InstanceId"))?;
+    let ids = p.list("InstanceId");
+    // Termination always shuts the OS down (TERM, then KILL after the grace period).
+    p.only("Force", &["false"])?;
+    p.only("SkipOsShutdown", &["false"])?;
+    p.finish()?;
+    let ch = c.terminate_instances(&ids)?;
     state_changes(x, &ch);
     Ok(())
 }
 
 pub(super) fn reboot_instances(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    c.reboot_instances(&p.list("InstanceId"))?;
+    let ids = p.list("InstanceId");
+    p.finish()?;
+    c.reboot_instances(&ids)?;
     x.elem("return", true);
     Ok(())
 }
@@ -270,14 +287,24 @@ pub(super) fn describe_instance_status(
     x: &mut Xml,
 ) -> Result<(), AwsError> {
     let all = p.bool("IncludeAllInstances")?.unwrap_or(false);
-    let insts = c.describe_instances(&p.list("InstanceId"), &[])?;
-    let filters = p.filters()?;
+    let page = Page::read(p, "DescribeInstanceStatus", 5, 1000)?;
+    let (ids, filters) = (p.list("InstanceId"), p.filters()?);
+    if page.is_paged() && !ids.is_empty() {
+        return Err(AwsError::combination(
+            "The parameter instancesSet cannot be used with the parameter maxResults",
+        ));
+    }
+    p.bool("IncludeManagedResources")?; // none in the lab, as for DescribeInstances
+    p.finish()?;
+    let insts = c.describe_instances(&ids, &[])?;
     let mut keep = Vec::new();
     for i in &insts {
         if (all || i.state == InstanceState::Running) && tags::matches(&Status(i), &filters)? {
             keep.push(i);
         }
     }
+    let (keep, next) = page.take(keep);
+    x.opt("nextToken", next.as_ref());
     x.items("instanceStatusSet", keep, |x, i| {
         let running = i.state == InstanceState::Running;
         let status = if running { "ok" } else { "not-applicable" };
@@ -299,6 +326,9 @@ pub(super) fn describe_instance_status(
 
 pub(super) fn get_console_output(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
     let id = p.required("InstanceId")?;
+    // The lab's console output is always the latest.
+    p.bool("Latest")?;
+    p.finish()?;
     let out = c.console_output(id)?;
     x.elem("instanceId", id)
         .elem("timestamp", crate::cloud::now_iso())
@@ -336,9 +366,20 @@ pub(super) fn modify_instance_attribute(
     if !groups.is_empty() {
         changes.push(("groupSet", groups.join(",")));
     }
+    p.refuse(&[
+        "SourceDestCheck",
+        "DisableApiStop",
+        "BlockDeviceMapping",
+        "Kernel",
+        "Ramdisk",
+        "EbsOptimized",
+        "SriovNetSupport",
+        "EnaSupport",
+    ])?;
     if changes.is_empty() {
         return Err(AwsError::missing("Attribute"));
     }
+    p.finish()?;
     for (attr, value) in changes {
         c.modify_instance_attribute(id, attr, &value)?;
     }
@@ -351,8 +392,9 @@ pub(super) fn describe_instance_attribute(
     p: &Params,
     x: &mut Xml,
 ) -> Result<(), AwsError> {
-    let i = c.instance(p.required("InstanceId")?)?;
-    let attr = p.required("Attribute")?;
+    let (id, attr) = (p.required("InstanceId")?, p.required("Attribute")?);
+    p.finish()?;
+    let i = c.instance(id)?;
     x.elem("instanceId", &i.id);
     let value = |x: &mut Xml, name: &str, v: String| {
         x.nest(name, |x| {

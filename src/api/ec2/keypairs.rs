@@ -14,7 +14,9 @@ pub(super) fn create_key_pair(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result
     let name = p.required("KeyName")?;
     let key_type = keypairs::parse_key_type(p.get("KeyType"))?;
     let format = keypairs::parse_key_format(p.get("KeyFormat"))?;
-    let created = c.create_key_pair(name, key_type, format, &p.tag_specs()?)?;
+    let tags = p.tag_specs()?;
+    p.finish()?;
+    let created = c.create_key_pair(name, key_type, format, &tags)?;
     let k = &created.key_pair;
     x.elem("keyPairId", &k.id)
         .elem("keyName", &k.name)
@@ -31,7 +33,9 @@ pub(super) fn import_key_pair(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(material.trim())
         .unwrap_or_else(|_| material.as_bytes().to_vec());
-    let k = c.import_key_pair(name, &decoded, &p.tag_specs()?)?;
+    let tags = p.tag_specs()?;
+    p.finish()?;
+    let k = c.import_key_pair(name, &decoded, &tags)?;
     x.elem("keyFingerprint", &k.fingerprint)
         .elem("keyName", &k.name)
         .elem("keyPairId", &k.id);
@@ -41,7 +45,9 @@ pub(super) fn import_key_pair(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result
 
 pub(super) fn describe_key_pairs(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
     let include_public = p.bool("IncludePublicKey")?.unwrap_or(false);
-    let keys = c.describe_key_pairs(&p.list("KeyName"), &p.list("KeyPairId"), &p.filters()?)?;
+    let (names, ids, filters) = (p.list("KeyName"), p.list("KeyPairId"), p.filters()?);
+    p.finish()?;
+    let keys = c.describe_key_pairs(&names, &ids, &filters)?;
     x.items("keySet", &keys, |x, k: &KeyPair| {
         x.elem("keyPairId", &k.id).elem("keyType", &k.key_type);
         tag_set(x, &k.tags);
@@ -56,7 +62,9 @@ pub(super) fn describe_key_pairs(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Res
 }
 
 pub(super) fn delete_key_pair(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let gone = c.delete_key_pair(p.get("KeyName"), p.get("KeyPairId"))?;
+    let (name, id) = (p.get("KeyName"), p.get("KeyPairId"));
+    p.finish()?;
+    let gone = c.delete_key_pair(name, id)?;
     x.elem("return", true).opt("keyPairId", gone);
     Ok(())
 }

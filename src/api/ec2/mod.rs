@@ -8,6 +8,7 @@ mod images;
 mod instances;
 mod keypairs;
 pub mod paging;
+mod run;
 mod security_groups;
 mod tags;
 
@@ -49,7 +50,7 @@ table! {
     RegisterImage => images::register_image,
     DescribeImages => images::describe_images,
     DeregisterImage => images::deregister_image,
-    RunInstances => instances::run_instances,
+    RunInstances => run::run_instances,
     DescribeInstances => instances::describe_instances,
     StartInstances => instances::start_instances,
     StopInstances => instances::stop_instances,
@@ -90,19 +91,19 @@ pub fn dispatch(
         )
     })?;
     p.get("Version"); // checked by the service choice; any version is answered as 2016-11-15
-    if p.bool("DryRun")? == Some(true) {
-        return Err(AwsError::new(
-            "DryRunOperation",
-            "Request would have succeeded, but DryRun flag is set.",
-        ));
-    }
+    // Every handler decodes, then calls `p.finish()` (which refuses unread names and answers
+    // DryRun) before it acts; reaching the end here with either is a bug of ours.
+    let dry_run = p.bool("DryRun")? == Some(true);
     let root = format!("{action}Response");
     let mut x = Xml::new(&root, EC2_NS);
     x.elem("requestId", request_id);
     handler(cloud, p, &mut x)?;
     if let Err(e) = p.finish() {
-        // The handler should have refused it before acting: a bug of ours, said loudly.
-        tracing::error!(action, "{e} (read after the action ran)");
+        tracing::error!(
+            action,
+            dry_run,
+            "{e} (the handler acted without its checkpoint)"
+        );
         return Err(e);
     }
     Ok(x.finish(&root))

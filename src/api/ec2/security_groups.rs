@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::paging::Page;
 use super::tag_set;
 use crate::api::Params;
 use crate::api::xml::Xml;
@@ -15,12 +16,10 @@ pub(super) fn create_security_group(
     p: &Params,
     x: &mut Xml,
 ) -> Result<(), AwsError> {
-    let g = c.create_security_group(
-        p.required("GroupName")?,
-        p.required("GroupDescription")?,
-        p.get("VpcId"),
-        &p.tag_specs()?,
-    )?;
+    let (name, description) = (p.required("GroupName")?, p.required("GroupDescription")?);
+    let (vpc, tags) = (p.get("VpcId"), p.tag_specs()?);
+    p.finish()?;
+    let g = c.create_security_group(name, description, vpc, &tags)?;
     x.elem("return", true)
         .elem("groupId", &g.id)
         .elem("securityGroupArn", arn(c, &g.id));
@@ -35,11 +34,15 @@ fn arn(c: &Cloud, id: &str) -> String {
     )
 }
 
-/// GroupId, else GroupName.
+/// GroupId or GroupName (one of them).
 fn group_of(p: &Params) -> Result<&str, AwsError> {
-    p.get("GroupId")
-        .or_else(|| p.get("GroupName"))
-        .ok_or_else(|| AwsError::missing("GroupId or GroupName"))
+    match (p.get("GroupId"), p.get("GroupName")) {
+        (Some(_), Some(_)) => Err(AwsError::combination(
+            "The parameter GroupName cannot be used with the parameter GroupId",
+        )),
+        (Some(g), None) | (None, Some(g)) => Ok(g),
+        (None, None) => Err(AwsError::missing("GroupId or GroupName")),
+    }
 }
 
 pub(super) fn delete_security_group(
@@ -47,7 +50,9 @@ pub(super) fn delete_security_group(
     p: &Params,
     x: &mut Xml,
 ) -> Result<(), AwsError> {
-    let id = c.delete_security_group(group_of(p)?)?;
+    let group = group_of(p)?;
+    p.finish()?;
+    let id = c.delete_security_group(group)?;
     x.elem("return", true).elem("groupId", id);
     Ok(())
 }
@@ -83,8 +88,16 @@ pub(super) fn describe_security_groups(
     p: &Params,
     x: &mut Xml,
 ) -> Result<(), AwsError> {
-    let groups =
-        c.describe_security_groups(&p.list("GroupId"), &p.list("GroupName"), &p.filters()?)?;
+    let page = Page::read(p, "DescribeSecurityGroups", 5, 1000)?;
+    let (ids, names, filters) = (p.list("GroupId"), p.list("GroupName"), p.filters()?);
+    if page.is_paged() && !(ids.is_empty() && names.is_empty()) {
+        return Err(AwsError::combination(
+            "The parameters GroupId and GroupName cannot be used with the parameter MaxResults or NextToken",
+        ));
+    }
+    p.finish()?;
+    let (groups, next) = page.take(c.describe_security_groups(&ids, &names, &filters)?);
+    x.opt("nextToken", next.as_ref());
     x.items("securityGroupInfo", &groups, |x, g: &SecurityGroup| {
         x.elem("ownerId", crate::serve::ACCOUNT_ID)
             .elem("groupName", &g.name)
@@ -102,7 +115,11 @@ pub(super) fn describe_security_groups(
 /// The permissions of an Authorize/Revoke call, in either form.
 fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
     let mut out = Vec::new();
+    // Rules of other accounts and tags on rules are not modelled.
+    p.refuse(&["TagSpecification"])?;
+    p.only("SourceSecurityGroupOwnerId", &[crate::serve::ACCOUNT_ID])?;
     for perm in p.structs("IpPermissions") {
+        perm.refuse(&["PrefixListIds"])?;
         let cidrs = perm
             .structs("IpRanges")
             .iter()
@@ -120,6 +137,8 @@ fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
             .structs("Groups")
             .iter()
             .map(|g| {
+                g.refuse(&["VpcId", "VpcPeeringConnectionId", "PeeringStatus"])?;
+                g.only("UserId", &[crate::serve::ACCOUNT_ID])?;
                 let id = g
                     .get("GroupId")
                     .or_else(|| g.get("GroupName"))
@@ -147,25 +166,27 @@ fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
             groups,
         });
     }
-    // The legacy flat form.
-    if let Some(proto) = p.get("IpProtocol") {
-        let mut perm = PermissionIn {
+    // The legacy flat form: every member read, whether IpProtocol came or not.
+    let (from_port, to_port) = (p.int("FromPort")?, p.int("ToPort")?);
+    let (cidr, source) = (p.get("CidrIp"), p.get("SourceSecurityGroupName"));
+    match p.get("IpProtocol") {
+        Some(proto) => out.push(PermissionIn {
             protocol: proto.to_string(),
-            from_port: p.int("FromPort")?,
-            to_port: p.int("ToPort")?,
-            cidrs: Vec::new(),
-            groups: Vec::new(),
-        };
-        if let Some(c) = p.get("CidrIp") {
-            perm.cidrs.push((c.to_string(), String::new()));
+            from_port,
+            to_port,
+            cidrs: cidr
+                .map(|c| (c.to_string(), String::new()))
+                .into_iter()
+                .collect(),
+            groups: source
+                .map(|g| (g.to_string(), String::new()))
+                .into_iter()
+                .collect(),
+        }),
+        None if from_port.is_some() || to_port.is_some() || cidr.is_some() || source.is_some() => {
+            return Err(AwsError::missing("IpProtocol"));
         }
-        if let Some(g) = p
-            .get("SourceSecurityGroupName")
-            .or_else(|| p.get("SourceSecurityGroupId"))
-        {
-            perm.groups.push((g.to_string(), String::new()));
-        }
-        out.push(perm);
+        None => {}
     }
     Ok(out)
 }
@@ -193,21 +214,21 @@ fn rule_set(x: &mut Xml, name: &str, group_id: &str, egress: bool, rules: &[Rule
 }
 
 fn authorize(c: &Arc<Cloud>, p: &Params, x: &mut Xml, egress: bool) -> Result<(), AwsError> {
-    let group = c.security_group(group_of(p)?)?;
-    let added = c.authorize(&group.id, egress, &permissions_in(p)?)?;
+    let (group, perms) = (group_of(p)?, permissions_in(p)?);
+    p.finish()?;
+    let group = c.security_group(group)?;
+    let added = c.authorize(&group.id, egress, &perms)?;
     x.elem("return", true);
     rule_set(x, "securityGroupRuleSet", &group.id, egress, &added);
     Ok(())
 }
 
 fn revoke(c: &Arc<Cloud>, p: &Params, x: &mut Xml, egress: bool) -> Result<(), AwsError> {
-    let group = c.security_group(group_of(p)?)?;
-    let removed = c.revoke(
-        &group.id,
-        egress,
-        &permissions_in(p)?,
-        &p.list("SecurityGroupRuleId"),
-    )?;
+    let (group, perms) = (group_of(p)?, permissions_in(p)?);
+    let rule_ids = p.list("SecurityGroupRuleId");
+    p.finish()?;
+    let group = c.security_group(group)?;
+    let removed = c.revoke(&group.id, egress, &perms, &rule_ids)?;
     x.elem("return", true);
     rule_set(
         x,

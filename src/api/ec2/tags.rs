@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
+use super::paging::Page;
 use crate::api::Params;
 use crate::api::xml::Xml;
 use crate::cloud::tags::Tag;
 use crate::cloud::{AwsError, Cloud};
 
 pub(super) fn create_tags(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    c.create_tags(&p.list("ResourceId"), &p.tags("Tag")?)?;
+    let (ids, tags) = (p.list("ResourceId"), p.tags("Tag")?);
+    p.finish()?;
+    c.create_tags(&ids, &tags)?;
     x.elem("return", true);
     Ok(())
 }
@@ -27,13 +30,19 @@ pub(super) fn delete_tags(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(),
         });
         with_value.push(t.get("Value").is_some());
     }
-    c.delete_tags(&p.list("ResourceId"), &tags, &with_value)?;
+    let ids = p.list("ResourceId");
+    p.finish()?;
+    c.delete_tags(&ids, &tags, &with_value)?;
     x.elem("return", true);
     Ok(())
 }
 
 pub(super) fn describe_tags(c: &Arc<Cloud>, p: &Params, x: &mut Xml) -> Result<(), AwsError> {
-    let tags = c.describe_tags(&p.filters()?)?;
+    let page = Page::read(p, "DescribeTags", 5, 1000)?;
+    let filters = p.filters()?;
+    p.finish()?;
+    let (tags, next) = page.take(c.describe_tags(&filters)?);
+    x.opt("nextToken", next.as_ref());
     x.items("tagSet", &tags, |x, t| {
         x.elem("resourceId", &t.resource_id)
             .elem("resourceType", t.resource_type)
