@@ -125,7 +125,7 @@ pub fn group_not_found(what: &str) -> AwsError {
 }
 
 /// Normalizes a protocol (`tcp`/`6`, `udp`/`17`, `icmp`/`1`, `-1`/`all`) and checks the ports.
-fn normalize(p: &PermissionIn) -> Result<(String, Option<i32>, Option<i32>), AwsError> {
+pub(crate) fn normalize(p: &PermissionIn) -> Result<(String, Option<i32>, Option<i32>), AwsError> {
     let proto = match p.protocol.to_ascii_lowercase().as_str() {
         "tcp" | "6" => "tcp",
         "udp" | "17" => "udp",
@@ -164,7 +164,7 @@ fn normalize(p: &PermissionIn) -> Result<(String, Option<i32>, Option<i32>), Aws
     }
 }
 
-fn parse_cidr(c: &str) -> Result<String, AwsError> {
+pub(crate) fn parse_cidr(c: &str) -> Result<String, AwsError> {
     let net: Ipv4Net = c.trim().parse().map_err(|_| {
         AwsError::new(
             "InvalidParameterValue",
@@ -531,7 +531,7 @@ impl Cloud {
         Ok(removed)
     }
 
-    fn put_group(&self, g: SecurityGroup) -> Result<(), AwsError> {
+    pub(super) fn put_group(&self, g: SecurityGroup) -> Result<(), AwsError> {
         let mut st = self.state();
         self.store()
             .apply(&[Change::put(KIND, &g.id, Some(&g.name), &g)?])?;

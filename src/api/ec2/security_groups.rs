@@ -36,7 +36,7 @@ fn arn(c: &Cloud, id: &str) -> String {
 }
 
 /// GroupId, else GroupName.
-fn group_of(p: &Params) -> Result<&str, AwsError> {
+pub(super) fn group_of(p: &Params) -> Result<&str, AwsError> {
     p.get("GroupId")
         .or_else(|| p.get("GroupName"))
         .ok_or_else(|| AwsError::missing("GroupId or GroupName"))
@@ -100,7 +100,7 @@ pub(super) fn describe_security_groups(
 }
 
 /// The permissions of an Authorize/Revoke call, in either form.
-fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
+pub(super) fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
     let mut out = Vec::new();
     for perm in p.structs("IpPermissions") {
         let cidrs = perm
@@ -171,25 +171,29 @@ fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
 }
 
 fn rule_set(x: &mut Xml, name: &str, group_id: &str, egress: bool, rules: &[Rule]) {
-    x.items(name, rules, |x, r| {
-        x.elem("securityGroupRuleId", &r.id)
-            .elem("groupId", group_id)
-            .elem("groupOwnerId", crate::serve::ACCOUNT_ID)
-            .elem("isEgress", egress)
-            .elem("ipProtocol", &r.protocol)
-            .elem("fromPort", r.from_port.unwrap_or(-1))
-            .elem("toPort", r.to_port.unwrap_or(-1))
-            .opt("cidrIpv4", r.cidr.as_ref());
-        if let Some(g) = &r.source_group {
-            x.nest("referencedGroupInfo", |x| {
-                x.elem("groupId", g)
-                    .elem("userId", crate::serve::ACCOUNT_ID);
-            });
-        }
-        if !r.description.is_empty() {
-            x.elem("description", &r.description);
-        }
-    });
+    x.items(name, rules, |x, r| rule_fields(x, group_id, egress, r));
+}
+
+/// The fields of one `SecurityGroupRule` (Authorize* responses, DescribeSecurityGroupRules).
+pub(super) fn rule_fields(x: &mut Xml, group_id: &str, egress: bool, r: &Rule) {
+    x.elem("securityGroupRuleId", &r.id)
+        .elem("groupId", group_id)
+        .elem("groupOwnerId", crate::serve::ACCOUNT_ID)
+        .elem("isEgress", egress)
+        .elem("ipProtocol", &r.protocol)
+        .elem("fromPort", r.from_port.unwrap_or(-1))
+        .elem("toPort", r.to_port.unwrap_or(-1))
+        .opt("cidrIpv4", r.cidr.as_ref());
+    if let Some(g) = &r.source_group {
+        x.nest("referencedGroupInfo", |x| {
+            x.elem("groupId", g)
+                .elem("userId", crate::serve::ACCOUNT_ID);
+        });
+    }
+    if !r.description.is_empty() {
+        x.elem("description", &r.description);
+    }
+    x.items("tagSet", Vec::<()>::new(), |_, _| {});
 }
 
 fn authorize(c: &Arc<Cloud>, p: &Params, x: &mut Xml, egress: bool) -> Result<(), AwsError> {
