@@ -110,7 +110,7 @@ fn default_vpc_subnets_account_attributes_and_offerings() {
             .collect()
     };
     assert_eq!(attr("supported-platforms"), ["VPC"]);
-    assert_eq!(attr("default-vpc"), [vpc_id.clone()]);
+    assert_eq!(attr("default-vpc"), [vpc_id.as_str()]);
     assert_eq!(attr("max-elastic-ips"), ["5"]);
     assert_eq!(attr("max-instances"), ["64"]);
     let v = d.aws_json(&[

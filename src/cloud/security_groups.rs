@@ -490,36 +490,11 @@ impl Cloud {
             removed.push(list.remove(pos));
         }
         for p in perms {
-            let (protocol, from_port, to_port) = normalize(p)?;
-            let mut wanted = Vec::new();
-            for (c, _) in &p.cidrs {
-                wanted.push((Some(parse_cidr(c)?), None));
-            }
-            for (sg, _) in &p.groups {
-                wanted.push((None, Some(self.security_group(sg)?.id)));
-            }
-            for (cidr, source_group) in wanted {
-                let probe = Rule {
-                    id: String::new(),
-                    protocol: protocol.clone(),
-                    from_port,
-                    to_port,
-                    cidr,
-                    source_group,
-                    description: String::new(),
-                };
+            for (probe, _) in self.probes(p)? {
                 let pos = list
                     .iter()
                     .position(|r| r.same_permission(&probe))
-                    .ok_or_else(|| {
-                        AwsError::new(
-                            "InvalidPermission.NotFound",
-                            format!(
-                                "The specified rule does not exist in this security group: \"{}\"",
-                                probe.describe()
-                            ),
-                        )
-                    })?;
+                    .ok_or_else(|| permission_not_found(&probe))?;
                 removed.push(list.remove(pos));
             }
         }
@@ -529,6 +504,34 @@ impl Cloud {
         self.put_group(g)?;
         self.host().groups_changed();
         Ok(removed)
+    }
+
+    /// The rules a permission names (one per peer, without an id), each with the description
+    /// given with its peer: what Revoke* and the description updates look for.
+    pub(crate) fn probes(&self, p: &PermissionIn) -> Result<Vec<(Rule, String)>, AwsError> {
+        let (protocol, from_port, to_port) = normalize(p)?;
+        let mut peers = Vec::new();
+        for (c, d) in &p.cidrs {
+            peers.push((Some(parse_cidr(c)?), None, d.clone()));
+        }
+        for (sg, d) in &p.groups {
+            peers.push((None, Some(self.security_group(sg)?.id), d.clone()));
+        }
+        Ok(peers
+            .into_iter()
+            .map(|(cidr, source_group, d)| {
+                let probe = Rule {
+                    id: String::new(),
+                    protocol: protocol.clone(),
+                    from_port,
+                    to_port,
+                    cidr,
+                    source_group,
+                    description: String::new(),
+                };
+                (probe, d)
+            })
+            .collect())
     }
 
     pub(super) fn put_group(&self, g: SecurityGroup) -> Result<(), AwsError> {
@@ -563,6 +566,17 @@ impl Cloud {
             .flat_map(|i| i.groups.iter().map(|g| g.id.clone()))
             .collect()
     }
+}
+
+/// No rule of the group has this permission.
+pub(crate) fn permission_not_found(probe: &Rule) -> AwsError {
+    AwsError::new(
+        "InvalidPermission.NotFound",
+        format!(
+            "The specified rule does not exist in this security group: \"{}\"",
+            probe.describe()
+        ),
+    )
 }
 
 fn all_out() -> Rule {

@@ -186,38 +186,13 @@ impl Cloud {
             r.description = d.clone();
         }
         for p in perms {
-            let (protocol, from_port, to_port) = security_groups::normalize(p)?;
-            let mut peers = Vec::new();
-            for (c, d) in &p.cidrs {
-                peers.push((Some(security_groups::parse_cidr(c)?), None, d));
-            }
-            for (sg, d) in &p.groups {
-                peers.push((None, Some(self.security_group(sg)?.id), d));
-            }
-            for (cidr, source_group, d) in peers {
-                validate::rule_description("IpPermissions.N.IpRanges.M.Description", d)?;
-                let probe = Rule {
-                    id: String::new(),
-                    protocol: protocol.clone(),
-                    from_port,
-                    to_port,
-                    cidr,
-                    source_group,
-                    description: String::new(),
-                };
+            for (probe, d) in self.probes(p)? {
+                validate::rule_description("IpPermissions.N.IpRanges.M.Description", &d)?;
                 let r = list
                     .iter_mut()
                     .find(|r| r.same_permission(&probe))
-                    .ok_or_else(|| {
-                        AwsError::new(
-                            "InvalidPermission.NotFound",
-                            format!(
-                                "The specified rule does not exist in this security group: \"{}\"",
-                                probe.describe()
-                            ),
-                        )
-                    })?;
-                r.description = d.clone();
+                    .ok_or_else(|| security_groups::permission_not_found(&probe))?;
+                r.description = d;
             }
         }
         self.put_group(g)
