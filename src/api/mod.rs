@@ -13,6 +13,7 @@ pub mod error;
 pub mod params;
 pub mod server;
 pub mod sigv4;
+pub mod sts;
 pub mod xml;
 
 use std::sync::Arc;
@@ -59,12 +60,29 @@ impl ApiState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Ec2,
+    Sts,
+}
+
+impl Service {
+    /// The service a request is for, from its credential scope's signing name.
+    fn from_scope(name: &str) -> Result<Service, AwsError> {
+        match name {
+            "ec2" => Ok(Service::Ec2),
+            "sts" => Ok(Service::Sts),
+            other => Err(AwsError::new(
+                "InvalidAction",
+                format!("The service '{other}' is not offered by this lab (only ec2 and sts)."),
+            )),
+        }
+    }
 }
 
 /// An answer and whether the connection must close after it (the body was not read to its end).
+/// `service` picks the error document's shape; `None` (not yet known) is EC2's.
 struct Refusal {
     error: AwsError,
     close: bool,
+    service: Option<Service>,
 }
 
 impl From<AwsError> for Refusal {
@@ -72,12 +90,17 @@ impl From<AwsError> for Refusal {
         Refusal {
             error,
             close: false,
+            service: None,
         }
     }
 }
 
 fn closing(error: AwsError) -> Refusal {
-    Refusal { error, close: true }
+    Refusal {
+        error,
+        close: true,
+        service: None,
+    }
 }
 
 /// Answers one request on an admitted connection.
@@ -96,7 +119,11 @@ pub async fn handle(
             set_headers(r.headers_mut(), &request_id, false);
             r
         }
-        Err(Refusal { error, close }) => error_response(&error, &request_id, close),
+        Err(Refusal {
+            error,
+            close,
+            service,
+        }) => error_response(&error, service, &request_id, close),
     }
 }
 
@@ -138,9 +165,14 @@ async fn answer(
     let _busy = conn.dispatching();
     let mut params = Params::parse(&body);
     params.extend(Params::parse(req.query.as_bytes()));
-    dispatch(st, &auth, params, request_id)
+    let service = Service::from_scope(&auth.service)?;
+    dispatch(st, service, params, request_id)
         .await
-        .map_err(Refusal::from)
+        .map_err(|error| Refusal {
+            error,
+            close: false,
+            service: Some(service),
+        })
 }
 
 fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
@@ -206,19 +238,10 @@ async fn read_body(
 
 async fn dispatch(
     st: &Arc<ApiState>,
-    auth: &sigv4::AuthHeader,
+    service: Service,
     params: Params,
     request_id: &str,
 ) -> Result<String, AwsError> {
-    let service = match auth.service.as_str() {
-        "ec2" => Service::Ec2,
-        other => {
-            return Err(AwsError::new(
-                "InvalidAction",
-                format!("The service '{other}' is not offered by this lab (only ec2 for now)."),
-            ));
-        }
-    };
     let Some(action) = params.get("Action").map(str::to_string) else {
         return Err(AwsError::new(
             "MissingAction",
@@ -232,6 +255,7 @@ async fn dispatch(
         let _g = span.enter();
         match service {
             Service::Ec2 => ec2::dispatch(&cloud, &action, &params, &rid),
+            Service::Sts => sts::dispatch(&cloud, &action, &params, &rid),
         }
     })
     .await
@@ -287,12 +311,21 @@ fn set_headers(h: &mut HeaderMap, request_id: &str, close: bool) {
     }
 }
 
-fn error_response(e: &AwsError, request_id: &str, close: bool) -> Response<ResponseBody> {
+fn error_response(
+    e: &AwsError,
+    service: Option<Service>,
+    request_id: &str,
+    close: bool,
+) -> Response<ResponseBody> {
     let status = error::status(&e.code);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(code = %e.code, message = %e.message, request_id, "internal error");
     }
-    let mut r = Response::new(Full::new(Bytes::from(error::ec2_body(e, request_id))));
+    let body = match service {
+        Some(Service::Sts) => sts::error_body(e, request_id),
+        Some(Service::Ec2) | None => error::ec2_body(e, request_id),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     set_headers(r.headers_mut(), request_id, close);
     r

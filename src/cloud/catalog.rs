@@ -79,6 +79,32 @@ pub fn instance_type(name: &str) -> Option<&'static InstanceType> {
     INSTANCE_TYPES.iter().find(|t| t.name == name)
 }
 
+/// The offered types, for error messages: `t2.nano, t2.micro, …`.
+pub fn offered_types() -> String {
+    INSTANCE_TYPES
+        .iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The type named, or the error `code` that names it and lists what the lab offers.
+pub fn offered_type(
+    name: &str,
+    code: &'static str,
+) -> Result<&'static InstanceType, super::AwsError> {
+    instance_type(name).ok_or_else(|| {
+        super::AwsError::new(
+            code,
+            format!(
+                "Invalid value '{}' for InstanceType. This lab offers: {}.",
+                super::validate::shown(name),
+                offered_types()
+            ),
+        )
+    })
+}
+
 /// The lab's zones: `<region>a` … `<region>d`, with AWS-style zone ids (`apne2-az1`).
 pub fn zones(region: &str) -> Vec<(String, String)> {
     ["a", "b", "c", "d"]
@@ -139,5 +165,10 @@ mod tests {
         assert_eq!(instance_type("t2.micro").unwrap().memory_mib, 1024);
         assert_eq!(instance_type("c5.large").unwrap().vcpus, 2);
         assert!(instance_type("t2.huge").is_none());
+        let e = offered_type("p4d.24xlarge", "InvalidParameterValue").unwrap_err();
+        assert!(
+            e.message.contains("p4d.24xlarge") && e.message.contains("t3.micro"),
+            "{e}"
+        );
     }
 }

@@ -333,12 +333,7 @@ impl Cloud {
             .instance_type
             .clone()
             .unwrap_or_else(|| "t2.micro".into());
-        if catalog::instance_type(&itype).is_none() {
-            return Err(AwsError::new(
-                "InvalidParameterValue",
-                format!("Invalid value '{itype}' for InstanceType."),
-            ));
-        }
+        catalog::offered_type(&itype, "InvalidParameterValue")?;
         req.launch
             .check(&itype, &image.root_device_name, image.root_size_gib)?;
         let with_public_ip = req.associate_public_ip != Some(false);
@@ -884,12 +879,7 @@ impl Cloud {
         match attr {
             "instanceType" => {
                 need_stopped("instance type")?;
-                if catalog::instance_type(value).is_none() {
-                    return Err(AwsError::new(
-                        "InvalidParameterValue",
-                        format!("Invalid value '{value}' for InstanceType."),
-                    ));
-                }
+                catalog::offered_type(value, "InvalidParameterValue")?;
                 n.instance_type = value.to_string();
             }
             "userData" => {
@@ -939,7 +929,7 @@ impl Cloud {
         self.put_instance(n)
     }
 
-    fn put_instance(&self, n: Instance) -> Result<(), AwsError> {
+    pub(super) fn put_instance(&self, n: Instance) -> Result<(), AwsError> {
         let mut st = self.state();
         self.store().apply(&[Change::put(KIND, &n.id, None, &n)?])?;
         if let Some(slot) = st.instances.iter_mut().find(|i| i.id == n.id) {

@@ -18,11 +18,14 @@ pub mod keypairs;
 pub mod launch;
 mod lifecycle;
 pub mod limits;
+pub mod metadata_options;
 pub mod network;
 pub mod security_groups;
+pub mod sg_rules;
 pub mod tagging;
 pub mod tags;
 pub mod validate;
+pub mod vpcs;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 

@@ -125,7 +125,7 @@ pub fn group_not_found(what: &str) -> AwsError {
 }
 
 /// Normalizes a protocol (`tcp`/`6`, `udp`/`17`, `icmp`/`1`, `-1`/`all`) and checks the ports.
-fn normalize(p: &PermissionIn) -> Result<(String, Option<i32>, Option<i32>), AwsError> {
+pub(crate) fn normalize(p: &PermissionIn) -> Result<(String, Option<i32>, Option<i32>), AwsError> {
     let proto = match p.protocol.to_ascii_lowercase().as_str() {
         "tcp" | "6" => "tcp",
         "udp" | "17" => "udp",
@@ -164,7 +164,7 @@ fn normalize(p: &PermissionIn) -> Result<(String, Option<i32>, Option<i32>), Aws
     }
 }
 
-fn parse_cidr(c: &str) -> Result<String, AwsError> {
+pub(crate) fn parse_cidr(c: &str) -> Result<String, AwsError> {
     let net: Ipv4Net = c.trim().parse().map_err(|_| {
         AwsError::new(
             "InvalidParameterValue",
@@ -490,36 +490,11 @@ impl Cloud {
             removed.push(list.remove(pos));
         }
         for p in perms {
-            let (protocol, from_port, to_port) = normalize(p)?;
-            let mut wanted = Vec::new();
-            for (c, _) in &p.cidrs {
-                wanted.push((Some(parse_cidr(c)?), None));
-            }
-            for (sg, _) in &p.groups {
-                wanted.push((None, Some(self.security_group(sg)?.id)));
-            }
-            for (cidr, source_group) in wanted {
-                let probe = Rule {
-                    id: String::new(),
-                    protocol: protocol.clone(),
-                    from_port,
-                    to_port,
-                    cidr,
-                    source_group,
-                    description: String::new(),
-                };
+            for (probe, _) in self.probes(p)? {
                 let pos = list
                     .iter()
                     .position(|r| r.same_permission(&probe))
-                    .ok_or_else(|| {
-                        AwsError::new(
-                            "InvalidPermission.NotFound",
-                            format!(
-                                "The specified rule does not exist in this security group: \"{}\"",
-                                probe.describe()
-                            ),
-                        )
-                    })?;
+                    .ok_or_else(|| permission_not_found(&probe))?;
                 removed.push(list.remove(pos));
             }
         }
@@ -531,7 +506,35 @@ impl Cloud {
         Ok(removed)
     }
 
-    fn put_group(&self, g: SecurityGroup) -> Result<(), AwsError> {
+    /// The rules a permission names (one per peer, without an id), each with the description
+    /// given with its peer: what Revoke* and the description updates look for.
+    pub(crate) fn probes(&self, p: &PermissionIn) -> Result<Vec<(Rule, String)>, AwsError> {
+        let (protocol, from_port, to_port) = normalize(p)?;
+        let mut peers = Vec::new();
+        for (c, d) in &p.cidrs {
+            peers.push((Some(parse_cidr(c)?), None, d.clone()));
+        }
+        for (sg, d) in &p.groups {
+            peers.push((None, Some(self.security_group(sg)?.id), d.clone()));
+        }
+        Ok(peers
+            .into_iter()
+            .map(|(cidr, source_group, d)| {
+                let probe = Rule {
+                    id: String::new(),
+                    protocol: protocol.clone(),
+                    from_port,
+                    to_port,
+                    cidr,
+                    source_group,
+                    description: String::new(),
+                };
+                (probe, d)
+            })
+            .collect())
+    }
+
+    pub(super) fn put_group(&self, g: SecurityGroup) -> Result<(), AwsError> {
         let mut st = self.state();
         self.store()
             .apply(&[Change::put(KIND, &g.id, Some(&g.name), &g)?])?;
@@ -563,6 +566,17 @@ impl Cloud {
             .flat_map(|i| i.groups.iter().map(|g| g.id.clone()))
             .collect()
     }
+}
+
+/// No rule of the group has this permission.
+pub(crate) fn permission_not_found(probe: &Rule) -> AwsError {
+    AwsError::new(
+        "InvalidPermission.NotFound",
+        format!(
+            "The specified rule does not exist in this security group: \"{}\"",
+            probe.describe()
+        ),
+    )
 }
 
 fn all_out() -> Rule {

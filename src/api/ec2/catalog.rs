@@ -173,8 +173,9 @@ pub(super) fn describe_instance_types(
         return Err(AwsError::new(
             "InvalidInstanceType",
             format!(
-                "The following supplied instance types do not exist: [{}]",
-                list.join(", ")
+                "The following supplied instance types do not exist: [{}]. This lab offers: {}.",
+                list.join(", "),
+                catalog::offered_types()
             ),
         ));
     }

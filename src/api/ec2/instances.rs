@@ -119,19 +119,7 @@ pub(super) fn write_instance(x: &mut Xml, i: &Instance, region: &str) {
                 .elem("threadsPerCore", threads);
         })
         .nest("metadataOptions", |x| {
-            x.elem("state", "applied")
-                .elem("httpTokens", &i.http_tokens)
-                .elem("httpPutResponseHopLimit", i.http_hop_limit)
-                .elem("httpEndpoint", &i.http_endpoint)
-                .elem("httpProtocolIpv6", "disabled")
-                .elem(
-                    "instanceMetadataTags",
-                    if i.instance_metadata_tags {
-                        "enabled"
-                    } else {
-                        "disabled"
-                    },
-                );
+            super::metadata_options::options_fields(x, i)
         })
         .elem("platformDetails", "Linux/UNIX")
         .elem("usageOperation", "RunInstances")

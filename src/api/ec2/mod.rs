@@ -7,10 +7,14 @@ mod catalog;
 mod images;
 mod instances;
 mod keypairs;
+mod metadata_options;
 pub mod paging;
 mod run;
 mod security_groups;
+mod sg_rules;
 mod tags;
+mod type_offerings;
+mod vpc;
 
 use std::sync::Arc;
 
@@ -75,6 +79,15 @@ table! {
     CreateTags => tags::create_tags,
     DeleteTags => tags::delete_tags,
     DescribeTags => tags::describe_tags,
+    DescribeVpcs => vpc::describe_vpcs,
+    DescribeSubnets => vpc::describe_subnets,
+    DescribeAccountAttributes => vpc::describe_account_attributes,
+    DescribeInstanceTypeOfferings => type_offerings::describe_instance_type_offerings,
+    DescribeSecurityGroupRules => sg_rules::describe_security_group_rules,
+    ModifySecurityGroupRules => sg_rules::modify_security_group_rules,
+    UpdateSecurityGroupRuleDescriptionsIngress => sg_rules::update_descriptions_ingress,
+    UpdateSecurityGroupRuleDescriptionsEgress => sg_rules::update_descriptions_egress,
+    ModifyInstanceMetadataOptions => metadata_options::modify_instance_metadata_options,
 }
 
 /// Runs one EC2 action and returns the response document.

@@ -35,7 +35,7 @@ fn arn(c: &Cloud, id: &str) -> String {
 }
 
 /// GroupId or GroupName (one of them).
-fn group_of(p: &Params) -> Result<&str, AwsError> {
+pub(super) fn group_of(p: &Params) -> Result<&str, AwsError> {
     match (p.get("GroupId"), p.get("GroupName")) {
         (Some(_), Some(_)) => Err(AwsError::combination(
             "The parameter GroupName cannot be used with the parameter GroupId",
@@ -113,7 +113,7 @@ pub(super) fn describe_security_groups(
 }
 
 /// The permissions of an Authorize/Revoke call, in either form.
-fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
+pub(super) fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
     let mut out = Vec::new();
     // Rules of other accounts and tags on rules are not modelled.
     p.refuse(&["TagSpecification"])?;
@@ -192,25 +192,29 @@ fn permissions_in(p: &Params) -> Result<Vec<PermissionIn>, AwsError> {
 }
 
 fn rule_set(x: &mut Xml, name: &str, group_id: &str, egress: bool, rules: &[Rule]) {
-    x.items(name, rules, |x, r| {
-        x.elem("securityGroupRuleId", &r.id)
-            .elem("groupId", group_id)
-            .elem("groupOwnerId", crate::serve::ACCOUNT_ID)
-            .elem("isEgress", egress)
-            .elem("ipProtocol", &r.protocol)
-            .elem("fromPort", r.from_port.unwrap_or(-1))
-            .elem("toPort", r.to_port.unwrap_or(-1))
-            .opt("cidrIpv4", r.cidr.as_ref());
-        if let Some(g) = &r.source_group {
-            x.nest("referencedGroupInfo", |x| {
-                x.elem("groupId", g)
-                    .elem("userId", crate::serve::ACCOUNT_ID);
-            });
-        }
-        if !r.description.is_empty() {
-            x.elem("description", &r.description);
-        }
-    });
+    x.items(name, rules, |x, r| rule_fields(x, group_id, egress, r));
+}
+
+/// The fields of one `SecurityGroupRule` (Authorize* responses, DescribeSecurityGroupRules).
+pub(super) fn rule_fields(x: &mut Xml, group_id: &str, egress: bool, r: &Rule) {
+    x.elem("securityGroupRuleId", &r.id)
+        .elem("groupId", group_id)
+        .elem("groupOwnerId", crate::serve::ACCOUNT_ID)
+        .elem("isEgress", egress)
+        .elem("ipProtocol", &r.protocol)
+        .elem("fromPort", r.from_port.unwrap_or(-1))
+        .elem("toPort", r.to_port.unwrap_or(-1))
+        .opt("cidrIpv4", r.cidr.as_ref());
+    if let Some(g) = &r.source_group {
+        x.nest("referencedGroupInfo", |x| {
+            x.elem("groupId", g)
+                .elem("userId", crate::serve::ACCOUNT_ID);
+        });
+    }
+    if !r.description.is_empty() {
+        x.elem("description", &r.description);
+    }
+    x.items("tagSet", Vec::<()>::new(), |_, _| {});
 }
 
 fn authorize(c: &Arc<Cloud>, p: &Params, x: &mut Xml, egress: bool) -> Result<(), AwsError> {
