@@ -92,17 +92,7 @@ fn run_with_groups_and_wait_then_stop_start_reboot_terminate() {
     }
     let d = Daemon::start();
     let web = d.group_with_ingress("web", "80", "0.0.0.0/0");
-    let app = d.aws_json(&[
-        "ec2",
-        "create-security-group",
-        "--group-name",
-        "app",
-        "--description",
-        "app",
-    ])["GroupId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let app = d.group_with_ingress("app", "8080", "10.0.0.0/8");
 
     // A group by a name that does not exist is refused before anything is launched.
     let err = fails(&d, &["run", "--security-group", "nope", "--wait"]);
@@ -255,10 +245,7 @@ fn ssh_finds_the_key_where_key_create_saved_it_from_any_directory() {
         &d,
         &["run", "--key", "cli-k", "--name", "cli-s", "--wait"],
     ));
-    let ip = described(&d, &id)["PublicIpAddress"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ip = d.public_ip(&id).unwrap();
     let out = ec2lab_home(&d, &home, &elsewhere, &["ssh", "cli-s", "--print"]);
     let printed = text(&out.stdout);
     assert!(
