@@ -1,6 +1,8 @@
 //! The CLI's API client: finds the daemon's endpoint and credentials (data dir, overridden by the
 //! usual `AWS_*` variables), signs each request with SigV4 like the aws CLI, and parses the XML
-//! answer into a small element tree. API errors come back as one readable line.
+//! answer into a small element tree. API errors come back as one readable line. The lab has one
+//! region, its daemon's: a client asked for another (`--region`, `AWS_REGION`,
+//! `AWS_DEFAULT_REGION`) is refused before any call, rather than showing the same instances.
 
 use std::io::Read;
 use std::path::Path;
@@ -31,9 +33,10 @@ pub struct Client {
 
 impl Client {
     /// Reads `DIR/daemon.json` and `DIR/credentials.json`; `AWS_ENDPOINT_URL_EC2`,
-    /// `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` and
-    /// `AWS_DEFAULT_REGION` override them.
-    pub fn new(data_dir: &Path) -> Result<Client, CliError> {
+    /// `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` override them.
+    /// The region is `region` (`--region`), else `AWS_REGION`, else `AWS_DEFAULT_REGION`, else
+    /// the daemon's; one that is not the daemon's is an error.
+    pub fn new(data_dir: &Path, region: Option<&str>) -> Result<Client, CliError> {
         let dd = DataDir::new(data_dir);
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let info = dd.daemon_info().ok();
@@ -55,10 +58,19 @@ impl Client {
                 (c.access_key_id, c.secret_access_key)
             }
         };
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .or_else(|| info.as_ref().map(|i| i.region.clone()))
-            .unwrap_or_else(|| "ap-northeast-2".to_string());
+        let asked = region
+            .map(|r| (r.to_string(), "--region"))
+            .or_else(|| env("AWS_REGION").map(|r| (r, "AWS_REGION")))
+            .or_else(|| env("AWS_DEFAULT_REGION").map(|r| (r, "AWS_DEFAULT_REGION")));
+        let lab = info.as_ref().map(|i| i.region.as_str());
+        let region = match (asked, lab) {
+            (Some((r, from)), Some(lab)) if r != lab => {
+                return Err(CliError::Setup(region_refusal(&r, from, lab)));
+            }
+            (Some((r, _)), _) => r,
+            (None, Some(lab)) => lab.to_string(),
+            (None, None) => "ap-northeast-2".to_string(),
+        };
         let endpoint = endpoint.trim_end_matches('/').to_string();
         let host = endpoint
             .strip_prefix("http://")
@@ -135,6 +147,13 @@ impl Client {
         }
         Ok(root)
     }
+}
+
+/// Why a region is refused: the lab serves one region, and which.
+fn region_refusal(asked: &str, from: &str, lab: &str) -> String {
+    format!(
+        "region {asked} (from {from}) is not served here: this ec2lab daemon is one region, {lab} (use --region {lab}, or leave the region out)"
+    )
 }
 
 /// A parsed XML element: name, text and children (enough for API answers).

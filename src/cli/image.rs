@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::output::Rows;
-use super::{CliError, Client, Common};
+use super::{CliError, Common};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -26,7 +26,7 @@ pub enum ImageCommand {
 }
 
 pub fn run(common: &Common, cmd: ImageCommand) -> Result<(), CliError> {
-    let client = Client::new(&common.data_dir)?;
+    let client = common.client()?;
     match cmd {
         ImageCommand::Register {
             dir,

@@ -1,39 +1,16 @@
-//! `ec2lab run | ls | exec | start | stop | reboot | terminate`: the friendly forms of the
-//! instance actions. Instances are named by id or by their `Name` tag. `exec` enters a running
+//! `ec2lab ls | exec`, and what every instance subcommand shares: instances are named by id or
+//! by their `Name` tag (`resolve_instance`), and shown as one table. `exec` enters a running
 //! instance directly (the same path the SSH gateway uses), so it needs root like the daemon.
+//! `run` is in `launch`, start / stop / reboot / terminate in `lifecycle`.
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use clap::Args;
 
 use super::client::Element;
 use super::output::Rows;
 use super::{CliError, Client, Common};
 use crate::datadir::DataDir;
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// AMI id or name (default: the built-in lab-linux).
-    #[arg(long, default_value = "lab-linux")]
-    pub image: String,
-    #[arg(long = "type", default_value = "t2.micro")]
-    pub instance_type: String,
-    /// Key pair name (its public key goes into the default user's authorized_keys).
-    #[arg(long)]
-    pub key: Option<String>,
-    /// The Name tag.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Availability zone: a full name (ap-northeast-2a) or just its letter (a).
-    #[arg(long)]
-    pub zone: Option<String>,
-    /// A user data file (script, #cloud-config, …).
-    #[arg(long)]
-    pub user_data: Option<PathBuf>,
-    #[arg(long, default_value_t = 1)]
-    pub count: u32,
-}
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -50,66 +27,31 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-fn p(k: &str, v: impl Into<String>) -> (String, String) {
+pub(crate) fn p(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_string(), v.into())
 }
 
-pub fn run(common: &Common, a: RunArgs) -> Result<(), CliError> {
-    let client = Client::new(&common.data_dir)?;
-    let image_id = resolve_image(&client, &a.image)?;
-    let mut params = vec![
-        p("ImageId", image_id),
-        p("InstanceType", a.instance_type),
-        p("MinCount", a.count.to_string()),
-        p("MaxCount", a.count.to_string()),
-    ];
-    if let Some(k) = a.key {
-        params.push(p("KeyName", k));
-    }
-    if let Some(z) = a.zone {
-        let zone = if z.len() == 1 {
-            format!("{}{z}", client.region())
-        } else {
-            z
-        };
-        params.push(p("Placement.AvailabilityZone", zone));
-    }
-    if let Some(n) = a.name {
-        params.extend([
-            p("TagSpecification.1.ResourceType", "instance"),
-            p("TagSpecification.1.Tag.1.Key", "Name"),
-            p("TagSpecification.1.Tag.1.Value", n),
-        ]);
-    }
-    if let Some(f) = a.user_data {
-        let raw = std::fs::read(&f)
-            .map_err(|e| CliError::Setup(format!("cannot read {}: {e}", f.display())))?;
-        params.push(p(
-            "UserData",
-            base64::engine::general_purpose::STANDARD.encode(raw),
-        ));
-    }
-    let r = client.call("RunInstances", &params)?;
-    let ids: Vec<String> = r
-        .items("instancesSet")
-        .iter()
-        .map(|i| i.text_of("instanceId"))
+/// `ec2lab ls`: every instance but the terminated ones, unless `all`.
+pub fn ls(common: &Common, all: bool) -> Result<(), CliError> {
+    let client = common.client()?;
+    let r = client.call("DescribeInstances", &[])?;
+    let shown: Vec<&Element> = instances(&r)
+        .into_iter()
+        .filter(|i| all || state_name(i) != "terminated")
         .collect();
-    // Show them as they are now (running, unless the boot failed).
-    let mut q = Vec::new();
-    for (n, id) in ids.iter().enumerate() {
-        q.push(p(&format!("InstanceId.{}", n + 1), id.clone()));
-    }
-    let now = client.call("DescribeInstances", &q)?;
-    table(&now).print(common.output);
+    table(&shown).print(common.output);
     Ok(())
 }
 
-pub fn ls(common: &Common) -> Result<(), CliError> {
-    let client = Client::new(&common.data_dir)?;
-    let r = client.call("DescribeInstances", &[])?;
-    table(&r).print(common.output);
-    Ok(())
+/// The instances with these ids, as DescribeInstances shows them now.
+pub(crate) fn describe(client: &Client, ids: &[String]) -> Result<Vec<Element>, CliError> {
+    let q: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| p(&format!("InstanceId.{}", n + 1), id.clone()))
+        .collect();
+    let r = client.call("DescribeInstances", &q)?;
+    Ok(instances(&r).into_iter().cloned().collect())
 }
 
 fn instances(r: &Element) -> Vec<&Element> {
@@ -119,7 +61,7 @@ fn instances(r: &Element) -> Vec<&Element> {
         .collect()
 }
 
-fn name_of(i: &Element) -> String {
+pub(crate) fn name_of(i: &Element) -> String {
     i.items("tagSet")
         .iter()
         .find(|t| t.text_of("key") == "Name")
@@ -127,7 +69,7 @@ fn name_of(i: &Element) -> String {
         .unwrap_or_default()
 }
 
-fn table(r: &Element) -> Rows {
+pub(crate) fn table(shown: &[&Element]) -> Rows {
     let mut rows = Rows::new(&[
         "INSTANCE ID",
         "NAME",
@@ -139,7 +81,7 @@ fn table(r: &Element) -> Rows {
         "IMAGE",
         "KEY",
     ]);
-    for i in instances(r) {
+    for i in shown {
         rows.push(vec![
             i.text_of("instanceId"),
             name_of(i),
@@ -157,21 +99,6 @@ fn table(r: &Element) -> Rows {
         ]);
     }
     rows
-}
-
-/// An AMI id, or the id of the AMI with that name.
-fn resolve_image(client: &Client, image: &str) -> Result<String, CliError> {
-    if image.starts_with("ami-") {
-        return Ok(image.to_string());
-    }
-    let r = client.call(
-        "DescribeImages",
-        &[p("Filter.1.Name", "name"), p("Filter.1.Value.1", image)],
-    )?;
-    r.items("imagesSet")
-        .first()
-        .map(|i| i.text_of("imageId"))
-        .ok_or_else(|| CliError::Setup(format!("no AMI named '{image}' (see `ec2lab image ls`)")))
 }
 
 /// The instance for an id or a Name tag (a name must match exactly one live instance).
@@ -253,7 +180,7 @@ pub(crate) fn default_user(client: &Client, image_id: &str) -> String {
 }
 
 pub fn exec(common: &Common, a: ExecArgs) -> Result<(), CliError> {
-    let client = Client::new(&common.data_dir)?;
+    let client = common.client()?;
     let (inst, id) = resolve_running(&client, &a.instance)?;
     let user = match a.user {
         Some(u) => u,
@@ -291,33 +218,4 @@ pub fn exec(common: &Common, a: ExecArgs) -> Result<(), CliError> {
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     std::process::exit(code);
-}
-
-/// start / stop / reboot / terminate, by id or Name tag.
-pub fn lifecycle(common: &Common, action: &str, targets: &[String]) -> Result<(), CliError> {
-    let client = Client::new(&common.data_dir)?;
-    let mut params = Vec::new();
-    for (n, t) in targets.iter().enumerate() {
-        let id = resolve_instance(&client, t)?.text_of("instanceId");
-        params.push(p(&format!("InstanceId.{}", n + 1), id));
-    }
-    let r = client.call(action, &params)?;
-    if action == "RebootInstances" {
-        eprintln!("rebooting {}", targets.join(", "));
-        return Ok(());
-    }
-    let mut rows = Rows::new(&["INSTANCE ID", "PREVIOUS", "CURRENT"]);
-    for i in r.items("instancesSet") {
-        rows.push(vec![
-            i.text_of("instanceId"),
-            i.find("previousState")
-                .map(|s| s.text_of("name"))
-                .unwrap_or_default(),
-            i.find("currentState")
-                .map(|s| s.text_of("name"))
-                .unwrap_or_default(),
-        ]);
-    }
-    rows.print(common.output);
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `ec2lab key …`: key pairs through the API, and `convert`, which does puttygen's job offline.
 //! Private keys are written once, 0600, into `keys/NAME.pem|.ppk` (or `--out`); an existing file
 //! is never overwritten without `--force`, and the check happens before the key pair is created.
+//! `create` also records where it saved the key (`keyfiles::record`), for `ec2lab ssh`.
 
 use std::fs;
 use std::io::Write;
@@ -11,7 +12,7 @@ use base64::Engine;
 use clap::Subcommand;
 
 use super::output::Rows;
-use super::{CliError, Client, Common};
+use super::{CliError, Common, keyfiles};
 use crate::keys::{PpkVersion, PrivateKey, PublicKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -130,7 +131,7 @@ pub fn run(common: &Common, cmd: KeyCommand) -> Result<(), CliError> {
             } else {
                 "pem"
             };
-            let client = Client::new(&common.data_dir)?;
+            let client = common.client()?;
             let kt = match key_type {
                 KeyTypeArg::Rsa => "rsa",
                 KeyTypeArg::Ed25519 => "ed25519",
@@ -151,6 +152,12 @@ pub fn run(common: &Common, cmd: KeyCommand) -> Result<(), CliError> {
                 material = key.to_ppk(ppk_version_of(ppk_version), &name, passphrase.as_deref());
             }
             write_private(&path, material.as_bytes(), force)?;
+            keyfiles::give_to_invoking_user(&path);
+            if let Err(e) = keyfiles::record(&path) {
+                eprintln!(
+                    "warning: cannot record where the key is saved ({e}): ec2lab ssh finds it from this directory only"
+                );
+            }
             let mut rows = Rows::new(&["NAME", "KEY PAIR ID", "FINGERPRINT", "SAVED TO"]);
             rows.push(vec![
                 r.text_of("keyName"),
@@ -184,7 +191,7 @@ pub fn run(common: &Common, cmd: KeyCommand) -> Result<(), CliError> {
                 }
                 Err(_) => bytes,
             };
-            let client = Client::new(&common.data_dir)?;
+            let client = common.client()?;
             let r = client.call(
                 "ImportKeyPair",
                 &[
@@ -205,7 +212,7 @@ pub fn run(common: &Common, cmd: KeyCommand) -> Result<(), CliError> {
             Ok(())
         }
         KeyCommand::List { public_key } => {
-            let client = Client::new(&common.data_dir)?;
+            let client = common.client()?;
             let mut params = Vec::new();
             if public_key {
                 params.push(("IncludePublicKey".to_string(), "true".to_string()));
@@ -241,7 +248,7 @@ pub fn run(common: &Common, cmd: KeyCommand) -> Result<(), CliError> {
             Ok(())
         }
         KeyCommand::Delete { name } => {
-            let client = Client::new(&common.data_dir)?;
+            let client = common.client()?;
             let param = if name.starts_with("key-") {
                 "KeyPairId"
             } else {

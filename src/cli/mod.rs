@@ -1,12 +1,16 @@
 //! The user-facing `ec2lab` command line: `serve` runs the daemon; every other subcommand is a
 //! thin client of the same EC2 API the aws CLI uses (see `client`), except `key convert`, which
-//! works offline on key files.
+//! works offline on key files, and `completions` / `man`, which print what clap knows.
 
 pub mod client;
+mod docs;
 mod env;
 mod image;
 mod instance;
 mod key;
+mod keyfiles;
+mod launch;
+mod lifecycle;
 pub mod output;
 mod ssh;
 mod why;
@@ -39,6 +43,16 @@ pub struct Common {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// The region to talk to: the lab has one (its daemon's); any other is refused.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+}
+
+impl Common {
+    /// The API client for this data dir and region.
+    pub fn client(&self) -> Result<Client, CliError> {
+        Client::new(&self.data_dir, self.region.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,12 +83,15 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
-        args: instance::RunArgs,
+        args: launch::RunArgs,
     },
-    /// List instances.
+    /// List instances (terminated ones only with --all).
     Ls {
         #[command(flatten)]
         common: Common,
+        /// Also list terminated instances.
+        #[arg(long)]
+        all: bool,
     },
     /// Run a command (or a login shell) inside a running instance; exits with its status.
     Exec {
@@ -101,29 +118,40 @@ pub enum Command {
     Start {
         #[command(flatten)]
         common: Common,
-        #[arg(required = true)]
-        instances: Vec<String>,
+        #[command(flatten)]
+        args: lifecycle::TargetArgs,
     },
     /// Stop running instances.
     Stop {
         #[command(flatten)]
         common: Common,
-        #[arg(required = true)]
-        instances: Vec<String>,
+        #[command(flatten)]
+        args: lifecycle::TargetArgs,
     },
     /// Reboot running instances.
     Reboot {
         #[command(flatten)]
         common: Common,
-        #[arg(required = true)]
-        instances: Vec<String>,
+        #[command(flatten)]
+        args: lifecycle::TargetArgs,
     },
     /// Terminate instances (their root volumes are deleted).
     Terminate {
         #[command(flatten)]
         common: Common,
-        #[arg(required = true)]
-        instances: Vec<String>,
+        #[command(flatten)]
+        args: lifecycle::TargetArgs,
+    },
+    /// Print a shell completion script: ec2lab completions bash > /etc/bash_completion.d/ec2lab
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (or write one page per subcommand into --dir).
+    Man {
+        /// Write ec2lab.1 and ec2lab-SUBCOMMAND.1 files into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -134,22 +162,20 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Env { data_dir } => env::run(&data_dir),
         Command::Key { common, command } => key::run(&common, command),
         Command::Image { common, command } => image::run(&common, command),
-        Command::Run { common, args } => instance::run(&common, args),
-        Command::Ls { common } => instance::ls(&common),
+        Command::Run { common, args } => launch::run(&common, args),
+        Command::Ls { common, all } => instance::ls(&common, all),
         Command::Exec { common, args } => instance::exec(&common, args),
         Command::Why { common, args } => why::run(&common, args),
         Command::Ssh { common, args } => ssh::run(&common, args),
-        Command::Start { common, instances } => {
-            instance::lifecycle(&common, "StartInstances", &instances)
+        Command::Start { common, args } => lifecycle::run(&common, lifecycle::Action::Start, args),
+        Command::Stop { common, args } => lifecycle::run(&common, lifecycle::Action::Stop, args),
+        Command::Reboot { common, args } => {
+            lifecycle::run(&common, lifecycle::Action::Reboot, args)
         }
-        Command::Stop { common, instances } => {
-            instance::lifecycle(&common, "StopInstances", &instances)
+        Command::Terminate { common, args } => {
+            lifecycle::run(&common, lifecycle::Action::Terminate, args)
         }
-        Command::Reboot { common, instances } => {
-            instance::lifecycle(&common, "RebootInstances", &instances)
-        }
-        Command::Terminate { common, instances } => {
-            instance::lifecycle(&common, "TerminateInstances", &instances)
-        }
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(dir.as_deref()),
     }
 }

@@ -1,18 +1,18 @@
 //! `ec2lab ssh NAME|ID [-- SSH ARGS…]`: finds the instance's public IP, its AMI's default user
-//! and the key pair's `.pem` in `keys/`, then runs the system's OpenSSH client (`exec`, so the
+//! and the key pair's `.pem` (where `keyfiles` says), then runs the system's OpenSSH client (`exec`, so the
 //! exit status and terminal are ssh's own). `--print` shows the command instead.
 //!
 //! Order: resolve the instance (id or Name tag) → must be running with a public IP → user
-//! (`--user`, else the AMI's default user) → key (`--key FILE`, else `keys/<KeyName>.pem`; a
-//! lone `.ppk` is explained, since OpenSSH cannot read it) → port from `daemon.json`.
+//! (`--user`, else the AMI's default user) → key (`--key FILE`, else `<KeyName>.pem` found by
+//! `keyfiles::find_key`) → port from `daemon.json`.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
 use super::instance::{default_user, resolve_running};
-use super::{CliError, Client, Common};
+use super::{CliError, Common, keyfiles};
 use crate::datadir::DataDir;
 
 #[derive(Debug, Args)]
@@ -22,12 +22,13 @@ pub struct SshArgs {
     /// Log in as this user (default: the AMI's default user, e.g. ec2-user).
     #[arg(long, short = 'u')]
     pub user: Option<String>,
-    /// Private key file (default: keys/<KeyName>.pem).
+    /// Private key file (default: <KeyName>.pem, looked for in --keys-dir, ./keys, ., ~/.ssh
+    /// and where `ec2lab key create` saved it).
     #[arg(long, short = 'i')]
     pub key: Option<PathBuf>,
-    /// Where key files are looked for.
-    #[arg(long, default_value = "keys")]
-    pub keys_dir: PathBuf,
+    /// Look for key files here first.
+    #[arg(long)]
+    pub keys_dir: Option<PathBuf>,
     /// Print the ssh command instead of running it.
     #[arg(long)]
     pub print: bool,
@@ -68,30 +69,8 @@ fn quote(s: &str) -> String {
     }
 }
 
-/// The key file for `key_name`: `<dir>/<name>.pem`; a `.ppk` alone is an error that says why.
-pub fn find_key(dir: &Path, key_name: &str) -> Result<PathBuf, CliError> {
-    let pem = dir.join(format!("{key_name}.pem"));
-    if pem.exists() {
-        return Ok(pem);
-    }
-    let ppk = dir.join(format!("{key_name}.ppk"));
-    if ppk.exists() {
-        return Err(CliError::Setup(format!(
-            "{} is a PuTTY key, which OpenSSH cannot use: convert it with `ec2lab key convert {} --to pem --out {}` (or use plink -i {})",
-            ppk.display(),
-            ppk.display(),
-            pem.display(),
-            ppk.display()
-        )));
-    }
-    Err(CliError::Setup(format!(
-        "no key file {} for key pair '{key_name}' (pass --key FILE)",
-        pem.display()
-    )))
-}
-
 pub fn run(common: &Common, a: SshArgs) -> Result<(), CliError> {
-    let client = Client::new(&common.data_dir)?;
+    let client = common.client()?;
     let (inst, id) = resolve_running(&client, &a.instance)?;
     let ip = inst.text_of("ipAddress");
     if ip.is_empty() {
@@ -111,7 +90,9 @@ pub fn run(common: &Common, a: SshArgs) -> Result<(), CliError> {
                     "instance {id} was launched without a key pair (pass --key FILE)"
                 )));
             }
-            find_key(&a.keys_dir, &name)?
+            let home = keyfiles::invoking_home();
+            let dirs = keyfiles::search_dirs(a.keys_dir.as_deref(), home.as_deref());
+            keyfiles::find_key(&dirs, &name)?
         }
     };
     let port = DataDir::new(&common.data_dir)
@@ -167,19 +148,5 @@ mod tests {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(quote("keys/web.pem"), "keys/web.pem");
-    }
-
-    #[test]
-    fn ppk_only_is_explained() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("k.ppk"), "x").unwrap();
-        let e = find_key(dir.path(), "k").unwrap_err().to_string();
-        assert!(
-            e.contains("PuTTY key") && e.contains("ec2lab key convert"),
-            "{e}"
-        );
-        std::fs::write(dir.path().join("k.pem"), "x").unwrap();
-        assert_eq!(find_key(dir.path(), "k").unwrap(), dir.path().join("k.pem"));
-        assert!(find_key(dir.path(), "nope").is_err());
     }
 }

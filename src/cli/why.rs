@@ -1,7 +1,10 @@
 //! `ec2lab why INSTANCE --port P [--from IP]`: explains whether a connection from a source
 //! address reaches a port of an instance, and why: which group and rule allow it, or that none
 //! does and the rule that would; and whether anything listens on that port inside the instance.
-//! It evaluates the same pure function the front listeners use.
+//! It evaluates the same pure function the front listeners use. Two cases are told apart
+//! first: a private source address (the lab's VPC does not carry traffic between instances
+//! yet, so nothing from one arrives, whatever the rules say), and SSH — tcp/22 (and the
+//! daemon's `--ssh-port`) is answered by the lab's SSH gateway, not by a server inside.
 
 use std::net::Ipv4Addr;
 
@@ -79,7 +82,7 @@ fn groups(client: &Client, ids: &[String]) -> Result<Vec<SecurityGroup>, CliErro
 }
 
 pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
-    let client = Client::new(&common.data_dir)?;
+    let client = common.client()?;
     let inst = resolve_instance(&client, &a.instance)?;
     let id = inst.text_of("instanceId");
     let state = state_name(&inst);
@@ -110,6 +113,20 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
         "  public IP {public}; security groups: {}",
         names.join(", ")
     );
+    if a.from.is_private() || a.from.is_link_local() {
+        println!(
+            "  NOT CARRIED: {} is a private address, and the lab's VPC does not carry traffic between instances yet: nothing from {} reaches {id}, whatever its security groups say. Connect from this host (127.0.0.1) to its public IP {public} instead.",
+            a.from, a.from
+        );
+        return Ok(());
+    }
+    let ssh_port = crate::datadir::DataDir::new(&common.data_dir)
+        .daemon_info()
+        .map(|i| i.ssh_port)
+        .unwrap_or(22);
+    let gateway = a.port == 22 || a.port == ssh_port;
+    // The gateway's connections are checked against the tcp/22 rules, on whichever port it has.
+    let port = if gateway { 22 } else { a.port };
     // Source-group rules: which groups the instance owning the source address is in.
     let all = client.call("DescribeInstances", &[])?;
     let owners: Vec<(String, Vec<String>)> = all
@@ -140,7 +157,7 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
             .flat_map(|(_, g)| g.clone())
             .collect()
     };
-    match security_groups::evaluate(&gs, a.from, "tcp", a.port, &member) {
+    match security_groups::evaluate(&gs, a.from, "tcp", port, &member) {
         Verdict::Allowed {
             group_id,
             group_name,
@@ -159,7 +176,7 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
         Verdict::Denied => {
             println!(
                 "  DENIED: no inbound rule of its groups allows {} on tcp/{}.",
-                a.from, a.port
+                a.from, port
             );
             let near: Vec<String> = gs
                 .iter()
@@ -168,7 +185,7 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
                     r.protocol == "-1"
                         || (r.protocol == "tcp"
                             && (r.from_port.unwrap_or(0)..=r.to_port.unwrap_or(-1))
-                                .contains(&i32::from(a.port)))
+                                .contains(&i32::from(port)))
                 })
                 .map(|(g, r)| {
                     format!(
@@ -183,11 +200,11 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
                 })
                 .collect();
             if near.is_empty() {
-                println!("  No rule opens tcp/{} at all.", a.port);
+                println!("  No rule opens tcp/{} at all.", port);
             } else {
                 println!(
                     "  Rules for tcp/{} (none matches {}): {}",
-                    a.port,
+                    port,
                     a.from,
                     near.join("; ")
                 );
@@ -195,10 +212,17 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
             if let Some(g) = gs.first() {
                 println!(
                     "  To allow it: aws ec2 authorize-security-group-ingress --group-id {} --protocol tcp --port {} --cidr {}/32",
-                    g.id, a.port, a.from
+                    g.id, port, a.from
                 );
             }
         }
+    }
+    if gateway {
+        println!(
+            "  Port {} is answered by the lab's SSH gateway on {public}:{ssh_port}, not by a server inside the instance (none needs to listen there): log in with `ec2lab ssh {}`.",
+            a.port, a.instance
+        );
+        return Ok(());
     }
     listening_inside(common, &id, a.port);
     Ok(())
