@@ -9,8 +9,10 @@
 # An AMI directory is DIR/manifest.json + DIR/rootfs/. Needs root (file ownership, debootstrap).
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-[ $# -eq 2 ] || usage
+# The comment block above, as help: on stdout for -h/--help, else on stderr with status 2.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-2}"; }
+case "${1:-}" in -h|--help) usage 0 ;; esac
+[ $# -eq 2 ] || usage >&2
 kind=$1; dir=$(realpath -m "$2")
 [ "$(id -u)" -eq 0 ] || { echo "build-ami.sh: needs root (run with sudo)" >&2; exit 1; }
 [ ! -e "$dir/rootfs" ] || { echo "build-ami.sh: $dir/rootfs already exists; remove it first" >&2; exit 1; }
@@ -47,8 +49,8 @@ case "$kind" in
     bb=$(command -v busybox)
     file -L "$bb" 2>/dev/null | grep -q 'dynamically' && { echo "build-ami.sh: $bb is not static (install busybox-static)" >&2; exit 1; }
     r="$dir/rootfs"
-    mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,home,root,tmp,var/log,var/lib,proc,sys,dev,run}
-    chmod 1777 "$r/tmp"; chmod 700 "$r/root"
+    mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,home,root,tmp,var/log,var/lib,var/tmp,proc,sys,dev,run}
+    chmod 1777 "$r/tmp" "$r/var/tmp"; chmod 700 "$r/root"
     cp "$bb" "$r/bin/busybox"
     for applet in $("$bb" --list-full); do
       [ -e "$r/$applet" ] || ln -s /bin/busybox "$r/$applet"
@@ -79,6 +81,6 @@ case "$kind" in
     : > "$r/etc/machine-id"
     write_manifest debian-12-lamp "Debian 12 (bookworm) with Apache, PHP and MariaDB for the LAMP lab" admin
     ;;
-  *) usage ;;
+  *) usage >&2 ;;
 esac
 echo "built $kind AMI in $dir; register it with: ec2lab image register $dir --name <name>"

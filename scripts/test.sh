@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine, then runs every test.
-#   scripts/test.sh            install (if missing) + build + test
-# Needs root for the daemon's tests (namespaces, cgroups); under CI=true a test whose
-# prerequisite is missing fails instead of skipping.
+# README command 2: installs what the test suite needs, builds the tests as you, runs them as root.
+#   scripts/test.sh [NEXTEST/CARGO TEST ARGS…]     e.g. scripts/test.sh --test images
+# Run it as your normal user (it uses sudo for apt-get and to run the test binaries, which need
+# root for namespaces and cgroups); it works as root too.
+#  1. Debian packages the tests drive, with apt-get, when missing (python3-venv among them).
+#  2. The Python clients (aws CLI, boto3) in a project-local venv, .venv/, from
+#     requirements-test.txt; re-installed only when that file changes. .venv/bin goes first in PATH.
+#  3. cargo nextest (or cargo test) as you; each test binary runs as root through sudo.
+# Under CI=true a test whose prerequisite is missing fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/toolchain.sh
+. scripts/lib/toolchain.sh
 
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "test.sh: needs sudo (or run it as root)" >&2; exit 1; }
+  SUDO=(sudo)
+fi
+
+# 1. Debian packages (command:package).
 need_apt=()
 for tool in puttygen:putty-tools ssh:openssh-client ssh-keygen:openssh-client sshd:openssh-server \
             curl:curl sudo:sudo ps:procps ssh-keyscan:openssh-client setpriv:util-linux openssl:openssl busybox:busybox-static ip:iproute2 \
@@ -14,20 +28,41 @@ for tool in puttygen:putty-tools ssh:openssh-client ssh-keygen:openssh-client ss
 done
 # The escape suite runs the distribution's python3 inside instances (they see the host's /usr).
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
+# `python3 -m venv` needs Debian's python3-venv (ensurepip) for the distribution's python3.
+if [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
 if ((${#need_apt[@]})); then
   echo "test.sh: installing ${need_apt[*]}" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! command -v aws >/dev/null 2>&1; then
-  echo "test.sh: installing the aws CLI (PyPI awscli)" >&2
-  python3 -m pip install -q 'awscli>=1.44,<2'
-  command -v pyenv >/dev/null 2>&1 && pyenv rehash
-  hash -r
-fi
-command -v aws >/dev/null || export PATH="$HOME/.local/bin:$PATH"
 
+# 2. The Python clients, in .venv/ (never in the system Python).
+python=python3
+[ -x /usr/bin/python3 ] && python=/usr/bin/python3
+want=$(sha256sum requirements-test.txt | cut -d' ' -f1)
+stamp=.venv/requirements.sha256
+if [ ! -x .venv/bin/python3 ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "test.sh: installing requirements-test.txt into .venv/ (with $python)" >&2
+  [ -x .venv/bin/python3 ] || "$python" -m venv .venv
+  .venv/bin/python3 -m pip install -q --disable-pip-version-check -r requirements-test.txt
+  echo "$want" > "$stamp"
+fi
+PATH="$PWD/.venv/bin:$PATH"
+export VIRTUAL_ENV="$PWD/.venv"
+
+# 3. Build as you, run the test binaries as root.
+find_cargo
+check_rust_version
+if ((${#SUDO[@]})); then
+  triple=$(rustc -vV | sed -n 's/^host: //p')
+  var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUNNER"
+  # sudo resets PATH (secure_path) and HOME: give the tests this PATH (.venv first) and root's HOME.
+  export "$var=sudo -n -E env PATH=$PATH HOME=/root"
+  sudo -v  # ask for the password once, now, not in the middle of the run
+fi
+export PATH
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
 else

@@ -1,12 +1,22 @@
-#!/bin/bash
-# The classic EC2 LAMP bootstrap, for ec2lab: runs once at first boot, as root.
+#!/bin/sh
+# The classic EC2 LAMP bootstrap, for ec2lab: runs once at first boot, as root, with the image's
+# /bin/sh (bash, dash or busybox ash), on every AMI scripts/build-ami.sh builds.
 # Starts a web server on port 80 whose page shows this instance's id, private IP and zone,
-# read from the instance metadata service (IMDSv2). Apache + PHP (+ MariaDB) where the AMI has
-# them (the Debian AMI from scripts/build-ami.sh); otherwise the best server the AMI offers.
+# read from the instance metadata service: IMDSv2 with curl; with busybox wget (no PUT, so no
+# token) IMDSv1, which works unless the instance requires tokens (HttpTokens=required).
+# Apache + PHP (+ MariaDB) where the AMI has them (the Debian AMI from scripts/build-ami.sh);
+# otherwise the best server the AMI offers (python3 http.server, busybox httpd).
 set -u
 IMDS=http://169.254.169.254/latest
-TOKEN=$(curl -s -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 21600" "$IMDS/api/token")
-md() { curl -s -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/$1"; }
+if command -v curl >/dev/null 2>&1; then
+  TOKEN=$(curl -s -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 21600" "$IMDS/api/token")
+  md() { curl -s -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/$1"; }
+elif command -v wget >/dev/null 2>&1; then
+  md() { wget -qO- "$IMDS/meta-data/$1"; }
+else
+  echo "lamp.sh: neither curl nor wget in this AMI: cannot read the instance metadata" >&2
+  md() { echo unknown; }
+fi
 ID=$(md instance-id); IP=$(md local-ipv4); AZ=$(md placement/availability-zone); TYPE=$(md instance-type)
 echo "lamp.sh: $ID ($TYPE) at $IP in $AZ"
 
@@ -34,7 +44,7 @@ $id = md('instance-id'); $ip = md('local-ipv4'); $az = md('placement/availabilit
 </body></html>
 PHP
   rm -f /var/www/html/index.html
-  command -v mysqld_safe >/dev/null && (service mariadb start || service mysql start) || true
+  if command -v mysqld_safe >/dev/null; then service mariadb start || service mysql start || true; fi
   apache2ctl start && echo "lamp.sh: Apache with PHP is serving on port 80"
 else
   cat > /var/www/html/index.html <<HTML
@@ -45,7 +55,7 @@ else
 <p>Availability Zone: $AZ</p>
 </body></html>
 HTML
-  cd /var/www/html
+  cd /var/www/html || exit 1
   if command -v python3 >/dev/null; then
     nohup python3 -m http.server 80 >/var/log/lamp-http.log 2>&1 &
     echo "lamp.sh: no Apache/PHP in this AMI; python3 http.server is serving on port 80"

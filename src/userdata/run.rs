@@ -5,6 +5,8 @@
 //! `/var/log/cloud-init.log`. A child process writes straight into the output log (an append
 //! file, never a pipe, so a daemon the script leaves running cannot block the boot or die of
 //! SIGPIPE later), and while the child runs its new log bytes are copied to the console.
+//! A script whose `#!` interpreter the image lacks is not started: the warning names the
+//! interpreter (exec alone would only say "No such file or directory", as if the script were).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -77,6 +79,10 @@ impl<'a> Out<'a> {
     /// console; returns `None` (after a warning) when it could not start.
     pub fn run(&mut self, label: &str, mut cmd: Command) -> Option<ExitStatus> {
         let _ = self.console.flush();
+        if let Some(why) = missing_interpreter(Path::new(cmd.get_program())) {
+            self.warn("util", &format!("cannot run {label}: {why}"));
+            return None;
+        }
         let log = match open_append(&self.output_log, 0o644) {
             Ok(f) => f,
             Err(e) => {
@@ -186,6 +192,42 @@ pub fn script_command(path: &Path) -> Command {
     }
 }
 
+/// Why the script at `path` cannot start, when its `#!` line names an interpreter this image
+/// does not have: the interpreter itself, or the program `#!/usr/bin/env NAME` would look up
+/// in [`PATH`]. `None` for anything else (no `#!`, a relative program, an unreadable file).
+pub fn missing_interpreter(path: &Path) -> Option<String> {
+    if !path.is_absolute() {
+        return None;
+    }
+    let mut head = [0u8; 256];
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    let interp = words.next()?;
+    let hint = "start it with #!/bin/sh, or use an image that has it";
+    if !Path::new(interp).exists() {
+        return Some(format!(
+            "its #! interpreter {interp} is not in this image ({hint})"
+        ));
+    }
+    if Path::new(interp).file_name() == Some("env".as_ref()) {
+        let name = words.find(|w| !w.starts_with('-') && !w.contains('='))?;
+        let found = name.contains('/')
+            || PATH
+                .split(':')
+                .any(|dir| Path::new(dir).join(name).is_file());
+        if !found {
+            return Some(format!(
+                "its #! line runs {name} through {interp}, and {name} is not in this image's \
+                 PATH ({hint})"
+            ));
+        }
+    }
+    None
+}
+
 /// `2026-11-22 03:14:00,123` in UTC, cloud-init's log timestamp.
 pub fn log_timestamp() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -224,5 +266,43 @@ pub fn uptime_seconds() -> f64 {
     match started {
         Some(start) if ticks > 0 => (host_uptime - start / ticks as f64).max(0.0),
         _ => host_uptime,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_interpreter;
+
+    fn script(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part-001");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn names_the_missing_interpreter() {
+        let (_d, p) = script("#!/no/such/bash -e\necho hi\n");
+        let why = missing_interpreter(&p).unwrap();
+        assert!(why.contains("/no/such/bash is not in this image"), "{why}");
+        let (_d, p) = script("#!/usr/bin/env no-such-shell-xyz\necho hi\n");
+        let why = missing_interpreter(&p).unwrap();
+        assert!(
+            why.contains("runs no-such-shell-xyz through /usr/bin/env"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn present_interpreters_and_plain_files_pass() {
+        for text in [
+            "#!/bin/sh\necho hi\n",
+            "#!/usr/bin/env sh\n",
+            "echo no shebang\n",
+        ] {
+            let (_d, p) = script(text);
+            assert_eq!(missing_interpreter(&p), None, "{text}");
+        }
+        assert_eq!(missing_interpreter("sh".as_ref()), None);
     }
 }
