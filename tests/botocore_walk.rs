@@ -59,6 +59,10 @@ BASE = {
     "ReleaseAddress": {"AllocationId": IDS["AllocationId"]},
     "ModifyInstanceAttribute": {"Attribute": "instanceType", "Value": "t2.micro"},
     "RegisterImage": {"ImageLocation": "/nonexistent"},
+    "ModifySecurityGroupRules": {"SecurityGroupRules": [{"SecurityGroupRuleId": IDS["SecurityGroupRuleId"],
+        "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "10.0.0.0/8"}}]},
+    "UpdateSecurityGroupRuleDescriptionsIngress": {"GroupId": IDS["GroupId"]},
+    "UpdateSecurityGroupRuleDescriptionsEgress": {"GroupId": IDS["GroupId"]},
 }
 
 def scalar(name, shape):
