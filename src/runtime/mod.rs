@@ -77,6 +77,8 @@ pub struct Runtime {
     front: OnceLock<Arc<Front>>,
     /// A thread is filling the spare volumes.
     refilling: AtomicBool,
+    /// Launchers made ahead, already in a cgroup (cgroup v1; see `sandbox::spare`).
+    launchers: Arc<sandbox::Spares>,
     /// Stops under way (their own threads): shutdown waits for them, or their cgroups would
     /// be left behind.
     stops_in_flight: std::sync::atomic::AtomicUsize,
@@ -86,6 +88,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(exe: PathBuf, data_dir: &Path, handle: tokio::runtime::Handle) -> Arc<Runtime> {
         Arc::new(Runtime {
+            launchers: sandbox::Spares::new(&exe, data_dir),
             exe,
             data_dir: data_dir.to_path_buf(),
             handle,
@@ -244,7 +247,8 @@ impl Runtime {
     }
 
     /// At daemon start, before the network and before anything boots: removes whatever a
-    /// previous daemon on this data dir left. In order: half-made spare volumes
+    /// previous daemon on this data dir left. In order: the cgroups of its spare launchers;
+    /// half-made spare volumes
     /// (`spares/*.tmp`); for every instance of this data dir — recorded ones and those with a
     /// runtime dir or a volume (records are written before a launch, so no instance of ours can
     /// lack all three) — its console output is saved into its volume, then its launchers,
@@ -253,6 +257,7 @@ impl Runtime {
     /// retried (bounded, with a backoff) and what still fails is logged; the next start tries
     /// again.
     pub fn clean_leftovers(&self, known: &[Instance]) {
+        self.launchers.clean_stale();
         if let Ok(entries) = fs::read_dir(self.spare_dir()) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().ends_with(".tmp") {
@@ -468,11 +473,13 @@ impl Runtime {
         });
         let _ = self.router.set(router);
         self.refill_spares();
+        self.launchers.refill();
         Ok(())
     }
 
     /// Removes the router namespace (daemon shutdown, after `stop_all`).
     pub fn stop_network(&self) {
+        self.launchers.drain();
         if let Some(r) = self.router.get() {
             r.remove();
         }
@@ -571,8 +578,10 @@ impl Host for Arc<Runtime> {
             let boot = self.boot_context(inst, image)?;
             tracing::debug!(instance = %inst.id, prepare_ms = prep, boot_ctx_ms = t.elapsed().as_secs_f64() * 1000.0 - prep, "volume ready");
             let t = Instant::now();
-            let r = sandbox::launch(&self.exe, &self.spec(inst, image, boot, files))
+            let spec = self.spec(inst, image, boot, files);
+            let r = sandbox::launch_with(&self.exe, &spec, self.launchers.take())
                 .map_err(|e| e.to_string());
+            self.launchers.refill();
             tracing::debug!(instance = %inst.id, ms = t.elapsed().as_secs_f64() * 1000.0, "sandbox launched");
             r
         })();

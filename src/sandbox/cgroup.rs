@@ -440,12 +440,86 @@ pub(crate) fn create(id: &str, limits: &Limits) -> Result<CgroupPaths, SandboxEr
     Ok(paths)
 }
 
+/// Gives a spare launcher's cgroup (`ec2lab/<spare>`, made ahead with no limits, its launcher
+/// already inside — see `spare`) to an instance: renames it to `ec2lab/<id>` in every hierarchy
+/// and writes the instance's limits. The kernel moves no process and so waits for no RCU grace
+/// period (a join costs 10–20 ms on v1). v1 only: cgroup2 refuses renames. On error the dirs
+/// already renamed carry the instance's name: the caller destroys both names.
+pub(crate) fn adopt(spare: &str, id: &str, limits: &Limits) -> Result<CgroupPaths, SandboxError> {
+    let layout = layout()?;
+    let (from, to) = (layout.paths(spare), layout.paths(id));
+    for (a, b) in from.dirs.iter().zip(&to.dirs) {
+        // An empty one left by an earlier boot is reused, as `create` does; rmdir refuses a
+        // cgroup with processes.
+        if b.exists() && fs::remove_dir(b).is_err() {
+            return Err(SandboxError::CgroupBusy { path: b.clone() });
+        }
+        fs::rename(a, b).map_err(|e| io_err("rename", a, e))?;
+    }
+    // The limits only: the structure and the device allow-list were made with the spare.
+    for op in layout.create_plan(id, limits) {
+        if let Op::Write { file, .. } | Op::WriteIfExists { file, .. } = &op
+            && !file.to_string_lossy().contains("/devices.")
+        {
+            apply(&op)?;
+        }
+    }
+    Ok(to)
+}
+
+/// A spare launcher that was never used leaves its cgroup (back to each hierarchy's root) and
+/// removes it, so nothing of it stays when its daemon goes away.
+pub(crate) fn leave_and_remove(name: &str) -> Result<(), SandboxError> {
+    let paths = layout()?.paths(name);
+    let me = sys::getpid().to_string();
+    for d in &paths.dirs {
+        let root = d.parent().and_then(Path::parent).unwrap_or(d);
+        let f = root.join("cgroup.procs");
+        write_file(&f, &me).map_err(|e| io_err("leave to", &f, e))?;
+    }
+    remove(&paths, Duration::from_secs(2))
+}
+
+/// Names under `ec2lab/` that start with `prefix` (spare launchers' cgroups of one daemon).
+pub(crate) fn list_prefixed(prefix: &str) -> Result<Vec<String>, SandboxError> {
+    let mut names = Vec::new();
+    for parent in layout()?.parents() {
+        for ent in fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if let Some(name) = ent.file_name().to_str()
+                && name.starts_with(prefix)
+                && ent.path().is_dir()
+                && !names.iter().any(|n| n == name)
+            {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// True on a host whose hierarchies allow `adopt` (cgroup v1).
+pub(crate) fn can_adopt() -> bool {
+    matches!(layout(), Ok(Layout::V1 { .. }))
+}
+
 /// Adds one rule (`"b 7:3 rw"`) to the instance's device allow-list (v1; v2 has none yet).
 pub(crate) fn allow_device(paths: &CgroupPaths, rule: &str) -> Result<(), SandboxError> {
     match &paths.devices_dir {
         Some(d) => {
             let f = d.join("devices.allow");
             write_file(&f, rule).map_err(|e| io_err("allow device in", &f, e))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Removes one rule from the device allow-list (v1; a rule exactly as it was allowed).
+pub(crate) fn deny_device(paths: &CgroupPaths, rule: &str) -> Result<(), SandboxError> {
+    match &paths.devices_dir {
+        Some(d) => {
+            let f = d.join("devices.deny");
+            write_file(&f, rule).map_err(|e| io_err("deny device in", &f, e))
         }
         None => Ok(()),
     }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::{self, CgroupPaths};
 use super::mounts::{self, OpError};
+use super::spare::Spare;
 use super::spec::{CONSOLE_LOG, INIT_STATE, LaunchSpec, LauncherInput};
 use super::sys::{self, Fork};
 use super::{Running, SandboxError, Step, caps, netns, process};
@@ -30,11 +31,14 @@ pub type InitEntry = fn(&[String], Option<&str>) -> !;
 pub const LAUNCH_ARG: &str = "__launch";
 
 /// PATH given to the launcher and inherited by PID 1.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(super) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Report {
+pub(super) enum Report {
+    /// A spare launcher sits in its cgroup and waits for its input (see `spare`).
+    SpareReady,
     Started {
         init_pid: i32,
     },
@@ -114,6 +118,16 @@ struct Before {
 /// no process, no cgroup, no mount (they only ever existed in the dead PID 1's namespace), and
 /// nothing in run_dir that launch created.
 pub fn launch(exe: &Path, spec: &LaunchSpec) -> Result<Running, SandboxError> {
+    launch_with(exe, spec, None)
+}
+
+/// [`launch`], handing the spec to a spare launcher made ahead (see `spare`) when one is given
+/// and has room for `init_argv`; otherwise a fresh launcher is spawned.
+pub fn launch_with(
+    exe: &Path,
+    spec: &LaunchSpec,
+    spare: Option<Spare>,
+) -> Result<Running, SandboxError> {
     let t0 = Instant::now();
     spec.validate()?;
     let cg = cgroup::layout()?.paths(&spec.instance_id);
@@ -131,22 +145,34 @@ pub fn launch(exe: &Path, spec: &LaunchSpec) -> Result<Running, SandboxError> {
     let json = serde_json::to_vec(&input).expect("launch spec serializes");
 
     let lerr = |what| move |source| SandboxError::Launcher { what, source };
-    let mut child = Command::new(exe)
-        .arg(LAUNCH_ARG)
-        // Not read by the launcher: room in the argv area for PID 1's cmdline (see set_cmdline).
-        .args(&spec.init_argv[1..])
-        .env_clear()
-        .env("PATH", DEFAULT_PATH)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(lerr("spawn"))?;
+    let room: usize = spec.init_argv[1..].iter().map(|a| a.len() + 1).sum();
+    let spare = spare.filter(|_| room <= super::spare::ARGV_ROOM);
+    let (spare, mut child, mut out) = match spare {
+        Some(s) => {
+            let (name, child, out) = s.into_parts();
+            (Some(name), child, out)
+        }
+        None => {
+            let mut child = Command::new(exe)
+                .arg(LAUNCH_ARG)
+                // Not read by the launcher: room in the argv area for PID 1's cmdline (see
+                // set_cmdline).
+                .args(&spec.init_argv[1..])
+                .env_clear()
+                .env("PATH", DEFAULT_PATH)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(lerr("spawn"))?;
+            let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+            (None, child, out)
+        }
+    };
     // The launcher reads all of stdin before anything else; a write error means it died, which
     // the missing report below shows.
     let _ = child.stdin.take().expect("piped stdin").write_all(&json);
     let mut reports = Vec::new();
-    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut line = String::new();
     while matches!(out.read_line(&mut line), Ok(n) if n > 0) {
         if let Ok(r) = serde_json::from_str::<Report>(&line) {
@@ -165,7 +191,7 @@ pub fn launch(exe: &Path, spec: &LaunchSpec) -> Result<Running, SandboxError> {
 
     let init_pid = reports.iter().find_map(|r| match r {
         Report::Started { init_pid } | Report::Ready { init_pid, .. } => Some(*init_pid),
-        Report::Failed { .. } => None,
+        Report::Failed { .. } | Report::SpareReady => None,
     });
     let err = match reports.pop() {
         Some(Report::Ready {
@@ -173,7 +199,7 @@ pub fn launch(exe: &Path, spec: &LaunchSpec) -> Result<Running, SandboxError> {
             start_time,
             cgroup,
         }) if status.success() => {
-            tracing::debug!(instance = %spec.instance_id, init_pid, elapsed_us = t0.elapsed().as_micros() as u64, "instance launched");
+            tracing::debug!(instance = %spec.instance_id, init_pid, spare = spare.is_some(), elapsed_us = t0.elapsed().as_micros() as u64, "instance launched");
             return Ok(Running {
                 instance_id: spec.instance_id.clone(),
                 init_pid,
@@ -208,7 +234,9 @@ pub fn launch(exe: &Path, spec: &LaunchSpec) -> Result<Running, SandboxError> {
             }
         }
     };
-    match cleanup_failed(spec, &cg, init_pid, &before) {
+    // A spare's cgroup carries its own name until (and where) the launcher renamed it.
+    let spare_cleanup = spare.as_deref().map_or(Ok(()), super::spare::destroy);
+    match cleanup_failed(spec, &cg, init_pid, &before).and(spare_cleanup) {
         Ok(()) => Err(err),
         Err(c) => Err(SandboxError::with_cleanup(err, c)),
     }
@@ -277,7 +305,7 @@ pub(crate) fn read_init_state(run_dir: &Path) -> Option<(i32, u64)> {
 // ---------------------------------------------------------------------------------------------
 // The `__launch` helper
 
-fn emit(r: &Report) {
+pub(super) fn emit(r: &Report) {
     let mut line = serde_json::to_vec(r).expect("report serializes");
     line.push(b'\n');
     let _ = sys::write_all_fd(1, &line);
@@ -291,8 +319,25 @@ pub fn launcher_main(init_entry: InitEntry) -> ! {
     // L1: a clean process: no inherited descriptors beyond stdio, default signal handling.
     let _ = sys::close_fds_except(&[]);
     sys::reset_signals();
+    // A spare (`__launch --spare NAME …`) waits in its own cgroup for its input first.
+    let args: Vec<String> = std::env::args().collect();
+    let spare = (args.get(2).map(String::as_str) == Some(super::spare::SPARE_ARG))
+        .then(|| args.get(3).cloned())
+        .flatten();
+    if let Some(name) = &spare
+        && let Err(e) = super::spare::wait_in_cgroup(name)
+    {
+        emit(&failed_from(&e));
+        super::spare::give_up(name)
+    }
     let mut buf = Vec::new();
-    let input: LauncherInput = match io::stdin().lock().read_to_end(&mut buf).and_then(|_| {
+    let read = io::stdin().lock().read_to_end(&mut buf);
+    if let Some(name) = &spare
+        && buf.is_empty()
+    {
+        super::spare::give_up(name)
+    }
+    let input: LauncherInput = match read.and_then(|_| {
         serde_json::from_slice(&buf).map_err(|e| io::Error::new(ErrorKind::InvalidData, e))
     }) {
         Ok(i) => i,
@@ -301,7 +346,7 @@ pub fn launcher_main(init_entry: InitEntry) -> ! {
             std::process::exit(1)
         }
     };
-    match run_launcher(&input, init_entry) {
+    match run_launcher(&input, spare.as_deref(), init_entry) {
         Ok(ready) => {
             emit(&ready);
             std::process::exit(0)
@@ -313,7 +358,11 @@ pub fn launcher_main(init_entry: InitEntry) -> ! {
     }
 }
 
-fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, Report> {
+fn run_launcher(
+    input: &LauncherInput,
+    spare: Option<&str>,
+    init_entry: InitEntry,
+) -> Result<Report, Report> {
     let spec = &input.spec;
     if let Err(e) = spec.validate() {
         return Err(Report::Failed {
@@ -351,8 +400,13 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
         .open(&console_path)
         .map_err(|e| failed(Step::ConsoleLog, console_path.display().to_string(), &e))?;
 
-    // L4: cgroup with limits; join it so PID 1 (and all it forks) is born inside.
-    let cg = cgroup::create(&spec.instance_id, &spec.limits).map_err(|e| failed_from(&e))?;
+    // L4: cgroup with limits; join it so PID 1 (and all it forks) is born inside. A spare
+    // launcher is inside one already: it renames it to the instance's and writes the limits.
+    let cg = match spare {
+        Some(name) => cgroup::adopt(name, &spec.instance_id, &spec.limits),
+        None => cgroup::create(&spec.instance_id, &spec.limits),
+    }
+    .map_err(|e| failed_from(&e))?;
     // L4a: the volume's image on a loop device (auto-clear), the one block device the
     // instance's cgroup may use (for PID 1's mount; there is no node for it inside).
     let volume = super::volume::attach(&spec.volume_dir).map_err(|e| {
@@ -365,7 +419,14 @@ fn run_launcher(input: &LauncherInput, init_entry: InitEntry) -> Result<Report, 
     if let Some(v) = &volume {
         cgroup::allow_device(&cg, &format!("b 7:{} rw", v.minor)).map_err(|e| failed_from(&e))?;
     }
-    cgroup::join(&cg, sys::getpid()).map_err(|e| failed_from(&e))?;
+    match spare {
+        None => cgroup::join(&cg, sys::getpid()).map_err(|e| failed_from(&e))?,
+        Some(_) => {
+            for rule in super::spare::LOOP_RULES {
+                cgroup::deny_device(&cg, rule).map_err(|e| failed_from(&e))?;
+            }
+        }
+    }
 
     // L4b: the instance's user namespace (its root is an unprivileged host uid range), made
     // here in the host's PID namespace (its uid_map is written through /proc/<pid>); PID 1

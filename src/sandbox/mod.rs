@@ -11,7 +11,8 @@
 //!   L2 create run_dir (0700), volume upper/ + work/, run_dir/rootfs; flock the volume
 //!      (held by PID 1 for its life: one instance per root volume)
 //!   L3 open run_dir/console.log (append) on the host side
-//!   L4 create cgroup ec2lab/<id> with limits, join it (so PID 1 is born inside)
+//!   L4 create cgroup ec2lab/<id> with limits, join it (so PID 1 is born inside); a spare
+//!      launcher made ahead (see `spare`, cgroup v1) renames the cgroup it waits in instead
 //!   L4a the root volume's image on a loop device (see `volume`), allowed in the cgroup
 //!   L4b the instance's user namespace (see `userns`), a descriptor PID 1 inherits
 //!   L5 clone3(NEWNS|NEWPID|NEWUTS|NEWIPC|NEWNET|NEWCGROUP | CLONE_PARENT | CLONE_PIDFD)
@@ -81,6 +82,7 @@ mod passwd;
 mod process;
 mod pty;
 pub mod seccomp;
+mod spare;
 mod spec;
 mod stale;
 mod sys;
@@ -102,9 +104,10 @@ pub use enter::{ENTER_ARG, EXIT_ENTER_FAILED, EnterSpec, enter_command, enter_ma
 pub use init::{
     EXIT_FAILURE, EXIT_HOST_STOP, EXIT_POWEROFF, EXIT_REBOOT, InitConfig, InitExit, init_main,
 };
-pub use launch::{InitEntry, LAUNCH_ARG, launch, launcher_main};
+pub use launch::{InitEntry, LAUNCH_ARG, launch, launch_with, launcher_main};
 pub use netns::{bind_in_netns, connect_in_netns};
 pub use pty::open_pty;
+pub use spare::{SPARES, Spare, Spares};
 pub use spec::{LaunchSpec, Limits, VolumeFile};
 pub use sys::WaitStatus;
 
