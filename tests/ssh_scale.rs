@@ -203,8 +203,10 @@ fn ec2lab_ssh_finds_ip_user_and_key() {
         text(&out.stderr)
     );
 
-    // Only a .ppk: explained.
+    // Only a .ppk: explained. (`ec2lab ssh` also looks in the current directory, so the
+    // lab's own copy goes too.)
     std::fs::rename(cwd.join("keys/web.pem"), cwd.join("keys/web.ppk")).unwrap();
+    std::fs::remove_file(lab.path("web.pem")).unwrap();
     let out = lab.d.ec2lab(cwd, &["ssh", "lab-web", "--print"]);
     assert!(!out.status.success());
     assert!(
