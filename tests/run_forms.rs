@@ -224,6 +224,9 @@ fn no_public_ip_means_none_and_no_front_listener() {
     eventually("the page on the Elastic IP", || {
         curl(&format!("http://{ip}/")).is_some_and(|p| p.contains("private page"))
     });
+    // When the Elastic IP leaves, the instance is back to no public IP (not a fresh auto one).
+    d.aws_json(&["ec2", "disassociate-address", "--public-ip", &ip]);
+    assert_eq!(d.public_ip(&id), None, "no auto public IP after the EIP left");
 }
 
 #[test]

@@ -151,21 +151,23 @@ impl Cloud {
             let mut st = self.state();
             let mut changes = Vec::new();
             let mut touched: Vec<Instance> = Vec::new();
-            // The instance the address leaves gets a fresh auto public IP if it runs.
+            // The instance the address leaves gets a fresh auto public IP if it runs (and was
+            // launched with one).
             let mut used = public_ips_in_use(&st.instances, &st.addresses);
             if let Some(prev) = &addr.instance_id
                 && let Some(p) = st.instances.iter().find(|i| &i.id == prev)
             {
                 let mut p = p.clone();
                 p.eip_allocation = None;
-                p.public_ip =
-                    if p.state == InstanceState::Running || p.state == InstanceState::Pending {
-                        let ip = self.next_public_ip(&used)?;
-                        used.push(ip.clone());
-                        Some(ip)
-                    } else {
-                        None
-                    };
+                p.public_ip = if !p.no_public_ip
+                    && (p.state == InstanceState::Running || p.state == InstanceState::Pending)
+                {
+                    let ip = self.next_public_ip(&used)?;
+                    used.push(ip.clone());
+                    Some(ip)
+                } else {
+                    None
+                };
                 touched.push(p);
             }
             // An Elastic IP already on the target instance is disassociated (stays allocated).
@@ -295,7 +297,9 @@ impl Cloud {
             });
         let inst = match inst {
             Some(mut i) => {
-                if new_auto_ip && matches!(i.state, InstanceState::Running | InstanceState::Pending)
+                if new_auto_ip
+                    && !i.no_public_ip
+                    && matches!(i.state, InstanceState::Running | InstanceState::Pending)
                 {
                     used.push(addr.public_ip.clone());
                     i.public_ip = Some(self.next_public_ip(&used)?);
