@@ -151,7 +151,6 @@ fn run_with_groups_and_wait_then_stop_start_reboot_terminate() {
 }
 
 #[test]
-#[ignore = "needs the params branch (the server honouring NetworkInterface.1.*)"]
 fn run_without_a_public_ip_in_a_group() {
     if !prerequisites(&["aws"]) {
         return;

@@ -292,6 +292,9 @@ impl Daemon {
             .arg(&self.data_dir)
             .args(&args[1..])
             .current_dir(cwd)
+            // Key records (`~/.local/state/ec2lab/keys`) go to the test's own home, not root's.
+            .env("HOME", self.dir.path())
+            .env_remove("SUDO_USER")
             .stdin(Stdio::null())
             .output()
             .unwrap()
