@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Seconds an API connection may stay idle between requests.
     #[arg(long, default_value_t = 60)]
     pub api_idle_timeout: u64,
+    /// Launchers kept ready in a cgroup of their own (cgroup v1 hosts; 0 = none): a launch then
+    /// skips the kernel's wait for moving a process into a cgroup.
+    #[arg(long, default_value_t = crate::sandbox::SPARES, value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub spare_launchers: u8,
     #[command(flatten)]
     pub limits: crate::cloud::Limits,
 }
@@ -109,7 +113,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let ami = crate::ami::build_default(&dd.root).context("cannot build the default AMI lab-linux")?;
         cloud.ensure_builtin_image(&ami).map_err(|e| anyhow::anyhow!("{e}"))?;
         // The runtime that makes instances real; then bring back what was running before.
-        let runtime = Runtime::new(PathBuf::from("/proc/self/exe"), &dd.root, tokio::runtime::Handle::current());
+        let runtime = Runtime::new(
+            PathBuf::from("/proc/self/exe"),
+            &dd.root,
+            usize::from(args.spare_launchers),
+            tokio::runtime::Handle::current(),
+        );
         runtime.attach(&cloud);
         runtime.set_front(crate::front::Front::new(
             tokio::runtime::Handle::current(),

@@ -226,7 +226,11 @@ fn no_public_ip_means_none_and_no_front_listener() {
     });
     // When the Elastic IP leaves, the instance is back to no public IP (not a fresh auto one).
     d.aws_json(&["ec2", "disassociate-address", "--public-ip", &ip]);
-    assert_eq!(d.public_ip(&id), None, "no auto public IP after the EIP left");
+    assert_eq!(
+        d.public_ip(&id),
+        None,
+        "no auto public IP after the EIP left"
+    );
 }
 
 #[test]

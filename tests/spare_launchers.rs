@@ -118,3 +118,21 @@ fn launches_take_spare_launchers_and_nothing_of_them_is_left() {
     assert!(d.stop().success());
     assert_eq!(spares(&prefix), (vec![], vec![]), "left after stop");
 }
+
+#[test]
+fn no_spares_when_the_pool_is_off() {
+    if !prerequisites(&["aws"])
+        || !require(
+            cgroup_v1(),
+            "spare launchers are made on cgroup v1 hosts only",
+        )
+    {
+        return;
+    }
+    let d = Daemon::start_with(&["--spare-launchers", "0"]);
+    let prefix = prefix(&d.data_dir);
+    let id = d.run_instances(&[]).remove(0);
+    assert_eq!(d.exec_ok(&id, None, "echo up").trim(), "up");
+    assert!(d.log_text().contains("spare=false"), "{}", d.log_text());
+    assert_eq!(spares(&prefix), (vec![], vec![]));
+}

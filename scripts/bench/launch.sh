@@ -4,7 +4,7 @@
 # density: D idle t2.nano instances, their time and memory.
 #   sudo scripts/bench/launch.sh [N=100] [D=500]
 # EC2LAB_BIN=path runs that binary instead of building this tree (e.g. an older build, to
-# measure a change before and after in one sitting).
+# measure a change before and after in one sitting); EC2LAB_SERVE_ARGS adds serve flags.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100}; D=${2:-500}
@@ -18,7 +18,8 @@ tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # The density run needs more than the account's default 64 vCPUs (older builds have no limit).
 limits=(); "$BIN" serve --help | grep -q -- --max-vcpus && limits=(--max-vcpus 100000)
-"$BIN" serve --data-dir "$tmp/lab" --api-addr "127.0.0.1:$port" --public-cidr 127.98.0.0/16 "${limits[@]}" 2>"$tmp/lab.log" &
+read -r -a extra <<<"${EC2LAB_SERVE_ARGS:-}"
+"$BIN" serve --data-dir "$tmp/lab" --api-addr "127.0.0.1:$port" --public-cidr 127.98.0.0/16 "${limits[@]}" "${extra[@]}" 2>"$tmp/lab.log" &
 for _ in $(seq 200); do [ -f "$tmp/lab/daemon.json" ] && break; sleep 0.05; done
 sleep 0.5
 binds=$(python3 -c "import json;print(','.join(json.load(open('$tmp/lab/amis/lab-linux/manifest.json'))['host_binds']))")

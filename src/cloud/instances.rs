@@ -212,10 +212,8 @@ pub struct RunRequest {
     pub tag_specs: Vec<TagSpec>,
     pub client_token: Option<String>,
     pub shutdown_behavior: Option<String>,
-    pub http_tokens: Option<String>,
-    pub http_endpoint: Option<String>,
-    pub http_hop_limit: Option<u32>,
-    pub instance_metadata_tags: Option<String>,
+    /// `MetadataOptions.*`, checked; AWS's defaults for what is not given.
+    pub metadata: super::metadata_options::MetadataOptions,
     pub security_group_ids: Vec<String>,
     pub security_groups: Vec<String>,
     pub private_ip: Option<String>,
@@ -373,40 +371,6 @@ impl Cloud {
                 &shutdown_behavior,
             ));
         }
-        let http_tokens = req.http_tokens.clone().unwrap_or_else(|| "optional".into());
-        if http_tokens != "optional" && http_tokens != "required" {
-            return Err(AwsError::invalid_value(
-                "MetadataOptions.HttpTokens",
-                &http_tokens,
-            ));
-        }
-        let http_endpoint = req
-            .http_endpoint
-            .clone()
-            .unwrap_or_else(|| "enabled".into());
-        if http_endpoint != "enabled" && http_endpoint != "disabled" {
-            return Err(AwsError::invalid_value(
-                "MetadataOptions.HttpEndpoint",
-                &http_endpoint,
-            ));
-        }
-        let metadata_tags = match req.instance_metadata_tags.as_deref() {
-            None | Some("disabled") => false,
-            Some("enabled") => true,
-            Some(o) => {
-                return Err(AwsError::invalid_value(
-                    "MetadataOptions.InstanceMetadataTags",
-                    o,
-                ));
-            }
-        };
-        let hop_limit = req.http_hop_limit.unwrap_or(1);
-        if !(1..=64).contains(&hop_limit) {
-            return Err(AwsError::invalid_value(
-                "MetadataOptions.HttpPutResponseHopLimit",
-                &hop_limit.to_string(),
-            ));
-        }
         let instance_tags = tags::tags_for(
             &req.tag_specs
                 .iter()
@@ -496,10 +460,10 @@ impl Cloud {
                     client_token: req.client_token.clone(),
                     shutdown_behavior: shutdown_behavior.clone(),
                     disable_api_termination: req.disable_api_termination,
-                    http_tokens: http_tokens.clone(),
-                    http_endpoint: http_endpoint.clone(),
-                    http_hop_limit: hop_limit,
-                    instance_metadata_tags: metadata_tags,
+                    http_tokens: "optional".into(),
+                    http_endpoint: "enabled".into(),
+                    http_hop_limit: 1,
+                    instance_metadata_tags: false,
                     groups: groups.clone(),
                     root_volume_id: ids::new_id("vol"),
                     root_attach_time: launch_time.clone(),
@@ -508,6 +472,9 @@ impl Cloud {
                     launch: req.launch.for_instance(),
                     terminated_at: None,
                 });
+                if let Some(i) = created.last_mut() {
+                    req.metadata.apply(i);
+                }
             }
             let changes: Vec<Change> = created
                 .iter()

@@ -86,9 +86,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(exe: PathBuf, data_dir: &Path, handle: tokio::runtime::Handle) -> Arc<Runtime> {
+    pub fn new(
+        exe: PathBuf,
+        data_dir: &Path,
+        spare_launchers: usize,
+        handle: tokio::runtime::Handle,
+    ) -> Arc<Runtime> {
         Arc::new(Runtime {
-            launchers: sandbox::Spares::new(&exe, data_dir),
+            launchers: sandbox::Spares::new(&exe, data_dir, spare_launchers),
             exe,
             data_dir: data_dir.to_path_buf(),
             handle,
@@ -334,6 +339,14 @@ impl Runtime {
         let marker = self.volume_dir(&inst.id).join(".prepared");
         if marker.exists() {
             return Ok(Vec::new());
+        }
+        // No marker: no boot ever ran on it. What a launch killed before it wrote the marker
+        // left here (a claimed spare, a half-copied image) holds nothing of the user's and
+        // would make the claim and the copy below fail: start again from nothing.
+        let volume = self.volume_dir(&inst.id);
+        if volume.exists() {
+            remove_tree(&volume)
+                .map_err(|e| format!("remove the half-made volume {}: {e}", volume.display()))?;
         }
         // The host keys and directories come from a spare volume made ahead of time (creating
         // a dozen files costs milliseconds on a launch); without one, they are made here.

@@ -61,14 +61,16 @@
 //!   (`volume_dir`) are never touched by cleanup.
 //! - Cost note (cgroup v1, and v2 without `favordynmods`): moving a process into a cgroup
 //!   waits for an RCU grace period when no migration happened recently (measured 4–11 ms
-//!   here; ~0.3 ms with the cgroup2 mount option `favordynmods`). `launch` pays it once (the
-//!   launcher joins) and so does the first `enter` after a quiet period.
+//!   here; ~0.3 ms with the cgroup2 mount option `favordynmods`). On v1 `launch` takes a spare
+//!   launcher that paid it ahead (`spare`; a cgroup rename costs ~0.1 ms), else the launcher
+//!   joins; the first `enter` after a quiet period pays it too.
 //!
 //! Files: `spec` (what an instance is), `launch` (L*/P* above), `mounts`, `cgroup` (v1+v2),
 //! `caps`, `netns` (loopback + sockets for the daemon), `init` (PID 1), `enter`, `pty`, `passwd`,
 //! `sys` (the syscall seam: every raw call in one place), `process` (pid + start time),
 //! `guestfs` (the only way the host reads or writes an instance's files), `seccomp`, `userns`,
-//! `volume` (root volumes as fixed-size ext4 images on loop devices).
+//! `volume` (root volumes as fixed-size ext4 images on loop devices), `spare` (launchers made
+//! ahead, already in a cgroup).
 
 mod caps;
 mod cgroup;

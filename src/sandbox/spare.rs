@@ -6,7 +6,7 @@
 //! instance's id (`cgroup::adopt`, no migration) and goes on as a fresh launcher would.
 //!
 //! Order of steps: `Spares::clean_stale` (daemon start) → `Spares::refill` (a background
-//! thread, one spare at a time, up to [`SPARES`]) → `Spares::take` (a launch) →
+//! thread, one spare at a time, up to `serve --spare-launchers`, default [`SPARES`]) → `Spares::take` (a launch) →
 //! `launch::launch_with` → `refill` again. A spare whose stdin closes with no input — its
 //! daemon dropped it, stopped or was killed — leaves its cgroup, removes it and exits; what a
 //! killed spare could not remove, `clean_stale` removes at the next start. Spare names carry a
@@ -26,8 +26,8 @@ use super::launch::{self, LAUNCH_ARG, Report};
 use super::spec::Limits;
 use super::{SandboxError, cgroup, sys};
 
-/// Spare launchers kept ready per daemon.
-pub const SPARES: usize = 2;
+/// Spare launchers kept ready per daemon, by default (`serve --spare-launchers`).
+pub const SPARES: u8 = 2;
 /// `argv[2]` of a spare launcher.
 pub(crate) const SPARE_ARG: &str = "--spare";
 /// Bytes of argv a spare reserves for PID 1's `/proc/1/cmdline` (see `launch::set_cmdline`).
@@ -126,13 +126,15 @@ pub struct Spares {
     exe: PathBuf,
     /// `spare-<tag of the data dir>-`: every spare of this daemon's cgroups starts with it.
     prefix: String,
+    /// How many to keep ready (0: none, every launch joins its cgroup).
+    keep: usize,
     ready: Mutex<Vec<Spare>>,
     filling: AtomicBool,
     stopped: AtomicBool,
 }
 
 impl Spares {
-    pub fn new(exe: &Path, data_dir: &Path) -> Arc<Spares> {
+    pub fn new(exe: &Path, data_dir: &Path, keep: usize) -> Arc<Spares> {
         let dir = data_dir
             .canonicalize()
             .unwrap_or_else(|_| data_dir.to_path_buf());
@@ -140,6 +142,7 @@ impl Spares {
         Arc::new(Spares {
             exe: exe.to_path_buf(),
             prefix: format!("spare-{tag}-"),
+            keep,
             ready: Mutex::new(Vec::new()),
             filling: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -167,9 +170,10 @@ impl Spares {
         self.ready().pop()
     }
 
-    /// Keeps [`SPARES`] spares ready, on a background thread (one at a time).
+    /// Keeps `keep` spares ready, on a background thread (one at a time).
     pub fn refill(self: &Arc<Self>) {
-        if !cgroup::can_adopt()
+        if self.keep == 0
+            || !cgroup::can_adopt()
             || self.stopped.load(Ordering::SeqCst)
             || self.filling.swap(true, Ordering::SeqCst)
         {
@@ -177,7 +181,7 @@ impl Spares {
         }
         let me = self.clone();
         std::thread::spawn(move || {
-            while me.ready().len() < SPARES && !me.stopped.load(Ordering::SeqCst) {
+            while me.ready().len() < me.keep && !me.stopped.load(Ordering::SeqCst) {
                 let name = format!("{}{:08x}", me.prefix, rand::random::<u32>());
                 match make(&me.exe, &name) {
                     Ok(s) if !me.stopped.load(Ordering::SeqCst) => me.ready().push(s),

@@ -363,6 +363,7 @@ pub(super) fn modify_instance_attribute(
         "EbsOptimized",
         "SriovNetSupport",
         "EnaSupport",
+        "EnclaveOptions",
     ])?;
     if changes.is_empty() {
         return Err(AwsError::missing("Attribute"));

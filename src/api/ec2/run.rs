@@ -11,6 +11,7 @@ use crate::api::Params;
 use crate::api::xml::Xml;
 use crate::cloud::instances::RunRequest;
 use crate::cloud::launch::{BlockDevice, Ebs, IamProfile, Launch};
+use crate::cloud::metadata_options::MetadataOptions;
 use crate::cloud::{AwsError, Cloud, InstanceState};
 
 /// Members of RunInstances the lab does not do (each covers everything under it).
@@ -90,8 +91,9 @@ struct Nic {
 
 fn decode(p: &Params) -> Result<RunRequest, AwsError> {
     p.refuse(REFUSED)?;
-    let md = p.nested("MetadataOptions");
-    md.only("HttpProtocolIpv6", &["disabled"])?;
+    // Newer botocore (1.44): detailed-monitoring metric categories.
+    p.nested("Monitoring").refuse(&["MetricCategoryId"])?;
+    let metadata = MetadataOptions::parse(&p.nested("MetadataOptions"), "MetadataOptions.")?;
     let placement = p.nested("Placement");
     placement.refuse(&[
         "AvailabilityZoneId",
@@ -146,10 +148,7 @@ fn decode(p: &Params) -> Result<RunRequest, AwsError> {
         shutdown_behavior: p
             .get("InstanceInitiatedShutdownBehavior")
             .map(str::to_string),
-        http_tokens: md.get("HttpTokens").map(str::to_string),
-        http_endpoint: md.get("HttpEndpoint").map(str::to_string),
-        http_hop_limit: md.int("HttpPutResponseHopLimit")?,
-        instance_metadata_tags: md.get("InstanceMetadataTags").map(str::to_string),
+        metadata,
         security_group_ids: nic.group_ids,
         security_groups: p.list("SecurityGroup"),
         private_ip: nic.private_ip,
