@@ -53,6 +53,10 @@ pub struct LaunchSpec {
     /// boot's hostname, hosts…), through `guestfs`, owned by the instance's root.
     #[serde(default)]
     pub volume_files: Vec<VolumeFile>,
+    /// A loop device already holding the volume's image (a spare's, attached ahead); the
+    /// launcher checks that it does and otherwise attaches one itself.
+    #[serde(default)]
+    pub volume_loop: Option<u32>,
 }
 
 /// A file the host puts into a root volume.
@@ -248,6 +252,7 @@ pub(crate) fn example_spec() -> LaunchSpec {
         init_payload: None,
         user_namespace: false,
         volume_files: Vec::new(),
+        volume_loop: None,
     }
 }
 

@@ -231,6 +231,21 @@ pub fn mounts_under(data_dir: &Path, keep_router: bool) -> Vec<String> {
         .collect()
 }
 
+/// Backing files under the data dir of the host's loop devices (a deleted file keeps its
+/// path, with " (deleted)" after it).
+pub fn loops_under(data_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(f) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            let f = f.trim_end();
+            if Path::new(f).starts_with(data_dir) {
+                out.push(f.to_string());
+            }
+        }
+    }
+    out
+}
+
 pub fn dir_names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .into_iter()
@@ -267,6 +282,17 @@ pub fn check_nothing_left(
     );
     let mounts = mounts_under(&d.data_dir, keep_router);
     assert!(mounts.is_empty(), "round {round}: mounts left {mounts:?}");
+    // Loop devices: a running instance's volume, or (while the daemon runs) a spare's.
+    for f in loops_under(&d.data_dir) {
+        let rel = Path::new(&f).strip_prefix(&d.data_dir).unwrap();
+        let mut parts = rel.iter().map(|p| p.to_string_lossy());
+        let ok = match (parts.next().as_deref(), parts.next()) {
+            (Some("spares"), _) => keep_router,
+            (Some("volumes"), Some(id)) => running(&id) && !f.ends_with("(deleted)"),
+            _ => false,
+        };
+        assert!(ok, "round {round}: loop device left on {f}");
+    }
     for id in dir_names(&d.data_dir.join("volumes")) {
         let s = states.get(&id).map(String::as_str);
         assert!(
