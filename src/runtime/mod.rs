@@ -77,6 +77,8 @@ pub struct Runtime {
     gateway: OnceLock<(Arc<Gateway>, u16)>,
     router: OnceLock<Router>,
     front: OnceLock<Arc<Front>>,
+    /// LXCFS: the instances' /proc as their types see it (see `sandbox::procview`).
+    proc_view: OnceLock<sandbox::procview::ProcView>,
     /// Volumes made (and attached) ahead of first boots.
     spare_volumes: Arc<SpareVolumes>,
     /// The loop device of a claimed spare, held until its launch has ended.
@@ -105,6 +107,7 @@ impl Runtime {
             gateway: OnceLock::new(),
             router: OnceLock::new(),
             front: OnceLock::new(),
+            proc_view: OnceLock::new(),
             stops_in_flight: std::sync::atomic::AtomicUsize::new(0),
             spare_volumes: SpareVolumes::new(
                 data_dir.join("spares"),
@@ -409,6 +412,7 @@ impl Runtime {
             user_namespace: true,
             volume_files,
             volume_loop: None,
+            proc_view: self.proc_view.get().map(|v| v.proc_dir()),
         }
     }
 
@@ -441,6 +445,9 @@ impl Runtime {
             }
         });
         let _ = self.router.set(router);
+        if let Some(view) = sandbox::procview::ProcView::start(&self.data_dir) {
+            let _ = self.proc_view.set(view);
+        }
         self.spare_volumes.refill(make_volume);
         self.launchers.refill();
         Ok(())
@@ -451,6 +458,9 @@ impl Runtime {
         self.launchers.drain();
         if let Some(r) = self.router.get() {
             r.remove();
+        }
+        if let Some(v) = self.proc_view.get() {
+            v.stop();
         }
     }
 

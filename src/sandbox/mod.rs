@@ -82,6 +82,7 @@ mod mounts;
 mod netns;
 mod passwd;
 mod process;
+pub mod procview;
 mod pty;
 pub mod seccomp;
 mod spare;

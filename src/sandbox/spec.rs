@@ -57,6 +57,9 @@ pub struct LaunchSpec {
     /// launcher checks that it does and otherwise attaches one itself.
     #[serde(default)]
     pub volume_loop: Option<u32>,
+    /// LXCFS's `proc/` (see `procview`): its files are bound over the instance's `/proc`.
+    #[serde(default)]
+    pub proc_view: Option<PathBuf>,
 }
 
 /// A file the host puts into a root volume.
@@ -253,6 +256,7 @@ pub(crate) fn example_spec() -> LaunchSpec {
         user_namespace: false,
         volume_files: Vec::new(),
         volume_loop: None,
+        proc_view: None,
     }
 }
 

@@ -217,16 +217,17 @@ pub fn cgroups_of(ours: &BTreeSet<String>) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// Mount points under the data dir, but the VPC router's namespace (the daemon's own, kept
-/// while it runs).
+/// Mount points under the data dir, but the daemon's own while it runs (`keep_router`): the VPC
+/// router's namespace and LXCFS.
 pub fn mounts_under(data_dir: &Path, keep_router: bool) -> Vec<String> {
     let router = data_dir.join("vpc-router.netns");
+    let lxcfs = data_dir.join("lxcfs");
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|m| Path::new(m).starts_with(data_dir))
-        .filter(|m| !(keep_router && Path::new(m) == router))
+        .filter(|m| !(keep_router && (Path::new(m) == router || Path::new(m) == lxcfs)))
         .map(str::to_string)
         .collect()
 }
