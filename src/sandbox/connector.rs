@@ -17,11 +17,16 @@
 //!                            a non-blocking socket and hands it back → the caller connects
 //!                            (CONNECT_TIMEOUT) or binds and listens on tokio: the thread never
 //!                            waits on a peer, so a slow or unreachable target stalls only its
-//!                            own connection
-//! idle                       the thread ends after IDLE without a request; the next request
-//!                            starts it again (an idle instance costs no thread)
-//! close                      the instance stops (runtime): the thread ends, later requests
-//!                            fail with `Closed`; dropping the last handle does the same
+//!                            own connection. While it runs, the thread keeps POOL IPv4
+//!                            sockets made ahead: a connection takes one without waiting, and
+//!                            the thread is woken to top the pool up once it is down to
+//!                            POOL_LOW (one wake per few connections, not one per connection)
+//! idle                       the thread ends after IDLE without a request and its pool is
+//!                            closed; the next request starts it again (an idle instance costs
+//!                            no thread and no descriptor)
+//! close                      the instance stops (runtime): the thread ends, the pool is closed,
+//!                            later requests fail with `Closed`; dropping the last handle does
+//!                            the same
 //! ```
 
 use std::collections::HashMap;
@@ -45,6 +50,10 @@ pub const IDLE: Duration = Duration::from_secs(10);
 pub const THREAD_NAME: &str = "ec2lab-netconn";
 /// Listen backlog of sockets made by `listen`.
 const BACKLOG: u32 = 1024;
+/// IPv4 sockets the running thread keeps made ahead (descriptors of the daemon: few).
+const POOL: usize = 8;
+/// The thread is woken to top the pool up when a connection leaves this many or fewer.
+const POOL_LOW: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -62,18 +71,35 @@ pub enum ConnectorError {
     Listen { addr: SocketAddr, source: io::Error },
 }
 
-/// A request for one socket: IPv6 or IPv4, and where to send it.
-struct Request {
-    v6: bool,
-    reply: oneshot::Sender<Result<OwnedFd, ConnectorError>>,
+enum Request {
+    /// One socket, IPv6 or IPv4, answered on `reply`.
+    Socket {
+        v6: bool,
+        reply: oneshot::Sender<Result<OwnedFd, ConnectorError>>,
+    },
+    /// Top the pool up to POOL.
+    Refill,
 }
 
 #[derive(Default)]
 struct State {
     /// The running thread's queue; `None` when no thread runs.
     tx: Option<Sender<Request>>,
+    /// IPv4 sockets made ahead by the running thread (empty when none runs).
+    pool: Vec<OwnedFd>,
+    /// A `Refill` is queued.
+    refilling: bool,
     /// The instance stopped: no thread will be started again.
     closed: bool,
+}
+
+impl State {
+    /// No thread any more: its queue and its pool go.
+    fn retire(&mut self) {
+        self.tx = None;
+        self.pool.clear();
+        self.refilling = false;
+    }
 }
 
 /// The connector of one instance (see the module header). Shared as `Arc`.
@@ -142,7 +168,7 @@ impl Connector {
         {
             let mut st = lock(&self.state);
             st.closed = true;
-            st.tx = None;
+            st.retire();
         }
         let mut reg = lock(&REGISTRY);
         let key = (self.pid, self.start_time);
@@ -159,13 +185,38 @@ impl Connector {
         lock(&self.state).tx.is_some()
     }
 
-    /// One new socket inside the instance's network namespace.
+    /// One new socket inside the instance's network namespace: from the pool, else made by
+    /// the thread for this request.
     async fn socket(&self, v6: bool) -> Result<TcpSocket, ConnectorError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request { v6, reply })?;
-        let closed = ConnectorError::Closed { pid: self.pid };
-        let fd = answer.await.map_err(|_| closed)??;
+        let fd = match self.pooled(v6)? {
+            Some(fd) => fd,
+            None => {
+                let (reply, answer) = oneshot::channel();
+                self.send(Request::Socket { v6, reply })?;
+                let closed = ConnectorError::Closed { pid: self.pid };
+                answer.await.map_err(|_| closed)??
+            }
+        };
         Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(fd)))
+    }
+
+    /// An IPv4 socket from the pool, if it has one; wakes the thread to top it up when low.
+    fn pooled(&self, v6: bool) -> Result<Option<OwnedFd>, ConnectorError> {
+        if v6 {
+            return Ok(None);
+        }
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(ConnectorError::Closed { pid: self.pid });
+        }
+        let fd = st.pool.pop();
+        if fd.is_some() && st.pool.len() <= POOL_LOW && !st.refilling {
+            st.refilling = st
+                .tx
+                .as_ref()
+                .is_some_and(|tx| tx.send(Request::Refill).is_ok());
+        }
+        Ok(fd)
     }
 
     /// Queues `req` for the thread, starting one when none runs.
@@ -202,12 +253,12 @@ impl Drop for Connector {
         // Its thread sees the queue disconnected and ends. (The registry's entry is a dead
         // `Weak` now, pruned by the next `of`; never lock the registry here: `of` may drop the
         // last handle of a closed connector while holding it.)
-        lock(&self.state).tx = None;
+        lock(&self.state).retire();
     }
 }
 
-/// The connector's thread: joins the namespace, then answers requests until the queue is
-/// closed or stays empty for `idle`.
+/// The connector's thread: joins the namespace, then answers requests (each followed by
+/// topping the pool up) until the queue is closed or stays empty for `idle`.
 fn serve(
     pid: i32,
     pidfd: OwnedFd,
@@ -221,10 +272,12 @@ fn serve(
         // Answer what is queued and leave: the next request tries again (and learns that the
         // instance is gone, if it is).
         let mut st = lock(&state);
-        st.tx = None;
+        st.retire();
         while let Ok(req) = rx.try_recv() {
-            let source = copy_error(&e);
-            let _ = req.reply.send(Err(ConnectorError::Enter { pid, source }));
+            if let Request::Socket { reply, .. } = req {
+                let source = copy_error(&e);
+                let _ = reply.send(Err(ConnectorError::Enter { pid, source }));
+            }
         }
         return;
     }
@@ -239,15 +292,33 @@ fn serve(
                 match rx.try_recv() {
                     Ok(req) => req,
                     Err(_) => {
-                        st.tx = None;
+                        st.retire();
                         return;
                     }
                 }
             }
         };
-        let socket =
-            sys::tcp_socket(req.v6).map_err(|source| ConnectorError::Socket { pid, source });
-        let _ = req.reply.send(socket);
+        if let Request::Socket { v6, reply } = req {
+            let socket =
+                sys::tcp_socket(v6).map_err(|source| ConnectorError::Socket { pid, source });
+            let _ = reply.send(socket);
+        }
+        top_up(&state);
+    }
+}
+
+/// Fills the pool up to POOL (made outside the lock; dropped if the connector was closed or
+/// retired meanwhile).
+fn top_up(state: &Mutex<State>) {
+    let want = POOL.saturating_sub(lock(state).pool.len());
+    let made: Vec<OwnedFd> = (0..want)
+        .map_while(|_| sys::tcp_socket(false).ok())
+        .collect();
+    let mut st = lock(state);
+    st.refilling = false;
+    if st.tx.is_some() {
+        st.pool.extend(made);
+        st.pool.truncate(POOL);
     }
 }
 
@@ -293,6 +364,7 @@ mod tests {
         }
         assert!(c.has_thread());
         assert_eq!(connector_threads(), before, "one thread for all requests");
+        assert!(lock(&c.state).pool.len() <= POOL);
         // Nothing listens: the error names the address, and the connector still works.
         let dead = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -301,6 +373,10 @@ mod tests {
         let e = c.connect(dead).await.unwrap_err();
         assert!(e.to_string().contains(&dead.to_string()), "{e}");
         c.close();
+        assert!(
+            lock(&c.state).pool.is_empty(),
+            "close closes the sockets made ahead"
+        );
         assert!(matches!(
             c.connect(addr).await,
             Err(ConnectorError::Closed { .. })
@@ -330,6 +406,10 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert!(
+            lock(&c.state).pool.is_empty(),
+            "an idle thread leaves no sockets"
+        );
         c.connect(l.local_addr().unwrap()).await.unwrap();
         assert!(c.has_thread(), "started again by the next request");
     }
