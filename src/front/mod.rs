@@ -23,6 +23,7 @@ use crate::cloud::security_groups::{self, SecurityGroup, Verdict};
 use crate::cloud::{Cloud, InstanceState};
 use crate::ratelimit::RateLimited;
 use crate::ratelimit::reserve::FdReserve;
+use crate::sandbox::Connector;
 
 pub use proxy::{FIRST_BYTE_TIMEOUT, PER_PORT, PER_SOURCE};
 
@@ -107,8 +108,8 @@ impl Front {
     }
 
     /// Makes the instance's listeners match its public IP and its groups' open ports.
-    /// `init_pid` is its PID 1 (for connections into its network namespace).
-    pub fn sync(self: &Arc<Self>, instance_id: &str, init_pid: i32) {
+    /// `connector` makes the connections into its network namespace.
+    pub fn sync(self: &Arc<Self>, instance_id: &str, connector: &Arc<Connector>) {
         let Some(cloud) = self.cloud.upgrade() else {
             return;
         };
@@ -161,11 +162,11 @@ impl Front {
             let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
                 continue;
             };
-            let me = self.clone();
+            let (me, conn) = (self.clone(), connector.clone());
             let id = instance_id.to_string();
             let task = self
                 .handle
-                .spawn(async move { me.accept_loop(listener, id, port, private, init_pid).await });
+                .spawn(async move { me.accept_loop(listener, id, port, private, conn).await });
             entry.1.insert(port, Listener { task });
         }
     }
@@ -185,7 +186,7 @@ impl Front {
         id: String,
         port: u16,
         private: Ipv4Addr,
-        init_pid: i32,
+        connector: Arc<Connector>,
     ) {
         let gate = proxy::PortGate::new();
         loop {
@@ -199,11 +200,11 @@ impl Front {
                     continue; // `client` is dropped: closed at once, no data
                 }
             };
-            let me = self.clone();
+            let (me, conn) = (self.clone(), connector.clone());
             let id = id.clone();
             tokio::spawn(async move {
                 if me.admit(&id, peer, port) {
-                    proxy::serve(client, slot, private, port, init_pid).await;
+                    proxy::serve(client, slot, private, port, &conn).await;
                 }
             });
         }

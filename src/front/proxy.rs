@@ -8,7 +8,9 @@
 //!                   addresses cannot lock others out), else closed at once; refusals are
 //!                   logged rate-limited by the caller
 //! serve             security groups (the caller's check) → connect to the same port on the
-//!                   private IP inside the instance's netns → wait for a first byte from either
+//!                   private IP inside the instance's netns (through its `sandbox::Connector`,
+//!                   CONNECT_TIMEOUT; a thread already in the namespace makes the socket,
+//!                   tokio connects it) → wait for a first byte from either
 //!                   side (server-first protocols such as MySQL count); closed after
 //!                   FIRST_BYTE_TIMEOUT without one, or when evicted → established (never
 //!                   evicted) → copy both ways until either side ends
@@ -23,6 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::ratelimit::conns::{ConnGate, Refused, Slot, source_key};
+use crate::sandbox::Connector;
 
 /// Concurrent connections from one source address to one instance port.
 pub const PER_SOURCE: usize = 256;
@@ -50,21 +53,12 @@ pub(super) async fn serve(
     slot: Slot<IpAddr>,
     private: Ipv4Addr,
     port: u16,
-    init_pid: i32,
+    connector: &Connector,
 ) {
     let _ = client.set_nodelay(true);
     let target = SocketAddr::from((private, port));
-    let inner =
-        tokio::task::spawn_blocking(move || crate::sandbox::connect_in_netns(init_pid, target))
-            .await;
-    let inner = match inner {
-        Ok(Ok(s)) => s,
-        _ => return, // nothing listens inside: the client sees the connection close
-    };
-    let _ = inner.set_nonblocking(true);
-    let _ = inner.set_nodelay(true);
-    let Ok(mut inner) = TcpStream::from_std(inner) else {
-        return;
+    let Ok(mut inner) = connector.connect(target).await else {
+        return; // nothing listens inside: the client sees the connection close
     };
     let spoke = tokio::select! {
         spoke = first_byte(&client, &inner, FIRST_BYTE_TIMEOUT) => spoke,

@@ -15,7 +15,7 @@ use super::instance_fs::InstanceRoot;
 
 /// Resolves a forwarding host the way the instance would for the common cases: literals,
 /// `localhost`, and names in the instance's /etc/hosts.
-fn resolve(ctx: &RouteCtx, host: &str) -> Option<IpAddr> {
+async fn resolve(ctx: &Arc<RouteCtx>, host: &str) -> Option<IpAddr> {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = h.parse() {
         return Some(ip);
@@ -26,9 +26,15 @@ fn resolve(ctx: &RouteCtx, host: &str) -> Option<IpAddr> {
     if h.eq_ignore_ascii_case("ip6-localhost") {
         return Some(IpAddr::V6(Ipv6Addr::LOCALHOST));
     }
-    let root = InstanceRoot::open(ctx.route.init_pid, ctx.route.start_time).ok()?;
-    let hosts = root.read("/etc/hosts", 1 << 20).ok()?;
-    hosts_lookup(&String::from_utf8_lossy(&hosts), h)
+    let (pid, start, h) = (ctx.route.init_pid, ctx.route.start_time, h.to_string());
+    tokio::task::spawn_blocking(move || {
+        let root = InstanceRoot::open(pid, start).ok()?;
+        let hosts = root.read("/etc/hosts", 1 << 20).ok()?;
+        hosts_lookup(&String::from_utf8_lossy(&hosts), &h)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn hosts_lookup(hosts: &str, name: &str) -> Option<IpAddr> {
@@ -48,23 +54,18 @@ pub(crate) async fn direct(
     channel: Channel<Msg>,
     reply: ChannelOpenHandle,
 ) {
-    let pid = ctx.route.init_pid;
-    let ctx2 = ctx.clone();
-    let host2 = host.clone();
-    let connected = tokio::task::spawn_blocking(move || -> io::Result<std::net::TcpStream> {
-        let ip = resolve(&ctx2, &host2)
+    let connected = async {
+        let ip = resolve(&ctx, &host)
+            .await
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown host"))?;
         let port = u16::try_from(port)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad port"))?;
-        crate::sandbox::connect_in_netns(pid, SocketAddr::new(ip, port))
-    })
-    .await
-    .unwrap_or_else(|e| Err(io::Error::other(e)));
-    let stream = match connected.and_then(|s| {
-        s.set_nonblocking(true)?;
-        s.set_nodelay(true)?;
-        tokio::net::TcpStream::from_std(s)
-    }) {
+        ctx.connector
+            .connect(SocketAddr::new(ip, port))
+            .await
+            .map_err(io::Error::other)
+    };
+    let stream = match connected.await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(instance = %ctx.route.instance_id, host, port, error = %e, "direct-tcpip refused");
@@ -89,14 +90,11 @@ pub(crate) async fn listen(
     } else {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     };
-    let pid = ctx.route.init_pid;
-    let std_l = tokio::task::spawn_blocking(move || {
-        crate::sandbox::bind_in_netns(pid, SocketAddr::new(ip, port))
-    })
-    .await
-    .map_err(io::Error::other)??;
-    std_l.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(std_l)?;
+    let listener = ctx
+        .connector
+        .listen(SocketAddr::new(ip, port))
+        .await
+        .map_err(io::Error::other)?;
     let bound = listener.local_addr()?.port();
     let address = address.to_string();
     let task = tokio::spawn(async move {

@@ -13,14 +13,15 @@
 //! auth (handler)     user in the instance's /etc/passwd → key in ~/.ssh/authorized_keys inside
 //!                    the instance (read by `instance_fs`, symlink-safe) → options kept
 //! channels           session → `session::run` task (pty, shell/exec/sftp via `__enter`);
-//!                    direct-tcpip / tcpip-forward → `forward` (sockets made in the netns)
+//!                    direct-tcpip / tcpip-forward → `forward` (sockets from the instance's
+//!                    `sandbox::Connector`, the same one the front uses)
 //! remove(addr)       stop accepting, disconnect every session with "instance … is stopping"
 //! ```
 //!
 //! The russh `Handler` (`handler.rs`) is thin: it answers requests and hands each channel to
 //! one task that owns it. Nothing here enters a namespace on a runtime thread: commands run
-//! through the single-threaded `__enter` helper, netns sockets come from `sandbox` functions
-//! that use their own std thread.
+//! through the single-threaded `__enter` helper, netns sockets come from the instance's
+//! connector (a std thread already in its network namespace).
 
 mod accept;
 mod authkeys;
@@ -103,6 +104,8 @@ pub(crate) struct RouteCtx {
     pub gateway: Arc<Gateway>,
     /// Live sessions of this route, to disconnect them on `remove`.
     pub sessions: Mutex<HashMap<u64, russh::server::Handle>>,
+    /// Makes the port forwards' sockets inside the instance's network namespace.
+    pub connector: Arc<crate::sandbox::Connector>,
 }
 
 struct Listener {
@@ -175,6 +178,7 @@ impl Gateway {
         let listener = sock.listen(1024)?;
         let ctx = Arc::new(RouteCtx {
             config: Arc::new(server_config(keys)),
+            connector: crate::sandbox::Connector::of(route.init_pid, route.start_time),
             route,
             exe: self.exe.clone(),
             gateway: self.clone(),

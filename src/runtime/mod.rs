@@ -67,6 +67,8 @@ struct Live {
     ssh_addr: Option<SocketAddr>,
     /// Set when the host stops it, so the watcher does not report an unexpected exit.
     stopping: Arc<AtomicBool>,
+    /// Makes sockets inside its network namespace (front, port forwarding); closed on stop.
+    connector: Arc<sandbox::Connector>,
 }
 
 pub struct Runtime {
@@ -132,9 +134,9 @@ impl Runtime {
         let _ = self.front.set(front);
     }
 
-    fn sync_front(&self, id: &str, init_pid: i32) {
+    fn sync_front(&self, id: &str, connector: &Arc<sandbox::Connector>) {
         if let Some(f) = self.front.get() {
-            f.sync(id, init_pid);
+            f.sync(id, connector);
         }
     }
 
@@ -585,19 +587,22 @@ impl Host for Arc<Runtime> {
             None
         });
         let stopping = Arc::new(AtomicBool::new(false));
+        // The gateway's route got the same one (one per PID 1): a new boot, a new namespace.
+        let connector = sandbox::Connector::of(running.init_pid, running.start_time);
         self.live().insert(
             inst.id.clone(),
             Live {
                 running: running.clone(),
                 ssh_addr,
                 stopping: stopping.clone(),
+                connector: connector.clone(),
             },
         );
         let ssh_ms = t_ssh.elapsed().as_secs_f64() * 1000.0;
         if first_boot {
             self.spare_volumes.refill(make_volume);
         }
-        self.sync_front(&inst.id, running.init_pid);
+        self.sync_front(&inst.id, &connector);
         self.watch(running, stopping);
         tracing::info!(instance = %inst.id, ms = t0.elapsed().as_secs_f64() * 1000.0, ssh_ms, "instance booted");
         Ok(())
@@ -614,6 +619,7 @@ impl Host for Arc<Runtime> {
         l.stopping.store(true, Ordering::SeqCst);
         self.stop_ssh(l.ssh_addr);
         self.remove_front(instance_id);
+        l.connector.close();
         if let Err(e) = sandbox::stop(&l.running, SHUTDOWN_GRACE + Duration::from_secs(3)) {
             tracing::error!(instance = %instance_id, error = %e, "stop did not clean up fully");
         }
@@ -640,10 +646,10 @@ impl Host for Arc<Runtime> {
     }
 
     fn public_ip_changed(&self, inst: &Instance) {
-        let (old, running) = {
+        let (old, running, connector) = {
             let live = self.live();
             match live.get(&inst.id) {
-                Some(l) => (l.ssh_addr, l.running.clone()),
+                Some(l) => (l.ssh_addr, l.running.clone(), l.connector.clone()),
                 None => return,
             }
         };
@@ -659,17 +665,17 @@ impl Host for Arc<Runtime> {
         if let Some(l) = self.live().get_mut(&inst.id) {
             l.ssh_addr = new;
         }
-        self.sync_front(&inst.id, running.init_pid);
+        self.sync_front(&inst.id, &connector);
     }
 
     fn groups_changed(&self) {
-        let live: Vec<(String, i32)> = self
+        let live: Vec<(String, Arc<sandbox::Connector>)> = self
             .live()
             .iter()
-            .map(|(id, l)| (id.clone(), l.running.init_pid))
+            .map(|(id, l)| (id.clone(), l.connector.clone()))
             .collect();
-        for (id, pid) in live {
-            self.sync_front(&id, pid);
+        for (id, connector) in live {
+            self.sync_front(&id, &connector);
         }
     }
 }

@@ -53,8 +53,9 @@
 //!   to SIG_IGN (the kernel would auto-reap and the exit code would be lost). No subreaper
 //!   and no PDEATHSIG are used (PDEATHSIG fires when the spawning *thread* exits, and blocking
 //!   pool threads come and go).
-//! - Sockets from `bind_in_netns` keep the instance's network namespace alive: close them when
-//!   the instance stops.
+//! - Sockets into the instance come from its `Connector` (`Connector::of(init_pid,
+//!   start_time)`, shared by the front and the gateway): `close` it when the instance stops,
+//!   and close its listeners too (they keep the instance's network namespace alive).
 //! - After a daemon crash instances keep running (orphaned, reparented to the host's init);
 //!   nothing else survives that matters: `list_stale_cgroups` + `cleanup_stale` remove them
 //!   (processes, cgroup, run_dir; mounts only ever lived in the dead namespaces). Root volumes
@@ -66,7 +67,8 @@
 //!   joins; the first `enter` after a quiet period pays it too.
 //!
 //! Files: `spec` (what an instance is), `launch` (L*/P* above), `mounts`, `cgroup` (v1+v2),
-//! `caps`, `netns` (loopback + sockets for the daemon), `init` (PID 1), `enter`, `pty`, `passwd`,
+//! `caps`, `netns` (loopback setup), `connector` (sockets for the daemon inside an instance's
+//! network namespace), `init` (PID 1), `enter`, `pty`, `passwd`,
 //! `sys` (the syscall seam: every raw call in one place), `process` (pid + start time),
 //! `guestfs` (the only way the host reads or writes an instance's files), `seccomp`, `userns`,
 //! `volume` (root volumes as fixed-size ext4 images on loop devices), `spare` (launchers made
@@ -74,6 +76,7 @@
 
 mod caps;
 mod cgroup;
+mod connector;
 mod enter;
 pub mod guestfs;
 mod init;
@@ -103,12 +106,12 @@ use serde::{Deserialize, Serialize};
 
 pub use caps::{KEEP as KEPT_CAPABILITIES, keep_mask as kept_capability_mask};
 pub use cgroup::{CgroupPaths, CgroupVersion};
+pub use connector::{CONNECT_TIMEOUT, Connector, ConnectorError};
 pub use enter::{ENTER_ARG, EXIT_ENTER_FAILED, EnterSpec, enter_command, enter_main};
 pub use init::{
     EXIT_FAILURE, EXIT_HOST_STOP, EXIT_POWEROFF, EXIT_REBOOT, InitConfig, InitExit, init_main,
 };
 pub use launch::{InitEntry, LAUNCH_ARG, launch, launch_with, launcher_main};
-pub use netns::{bind_in_netns, connect_in_netns};
 pub use pty::open_pty;
 pub use spare::{SPARES, Spare, Spares};
 pub use spec::{LaunchSpec, Limits, VolumeFile};

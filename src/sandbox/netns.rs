@@ -1,23 +1,13 @@
-//! The instance's network namespace: loopback setup inside it (at launch) and sockets made
-//! inside it for the daemon (IMDS listener, TCP proxying).
+//! The instance's network namespace: loopback setup inside it (at launch). Sockets the daemon
+//! makes inside it (front proxying, SSH port forwarding) come from `connector`.
 //!
 //! Loopback setup talks rtnetlink directly (no `ip` binary): one `RTM_NEWLINK` that sets `lo`
 //! up — the kernel then adds 127.0.0.1/8 itself — and one `RTM_NEWADDR` per extra /32,
 //! all sent in one datagram and each acknowledged.
-//!
-//! Sockets for the daemon: a socket belongs to the network namespace of the thread that
-//! created it, for its whole life. `bind_in_netns`/`connect_in_netns` therefore run on a
-//! short-lived dedicated std thread that `setns(CLONE_NEWNET)`s, creates the socket and exits;
-//! the daemon's (tokio) threads never change namespace. A fresh thread per call costs tens of
-//! microseconds (measured in the tests), well below a TCP handshake, and needs no bookkeeping
-//! per instance; a long-lived thread per instance would save that but must be torn down with
-//! the instance.
 
-use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::sys;
 
@@ -157,39 +147,6 @@ pub(crate) fn setup_loopback(addrs: &[Ipv4Addr]) -> Result<(), (String, io::Erro
         }
     }
     Ok(())
-}
-
-/// Runs `f` on a fresh thread that first joins the network namespace of `init_pid`.
-fn in_netns<T: Send + 'static>(
-    init_pid: i32,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    // Opened on the caller's thread: the path is resolved in the daemon's own /proc.
-    let ns = File::open(format!("/proc/{init_pid}/ns/net"))?;
-    std::thread::Builder::new()
-        .name("ec2lab-netns".into())
-        .spawn(move || {
-            sys::setns(ns.as_fd(), libc::CLONE_NEWNET)?;
-            drop(ns);
-            f()
-        })?
-        .join()
-        .map_err(|_| io::Error::other("netns helper thread panicked"))?
-}
-
-/// A listening TCP socket (SO_REUSEADDR, as std sets it) inside the instance's network
-/// namespace, e.g. IMDS on 169.254.169.254:80. Convert it with
-/// `tokio::net::TcpListener::from_std` after `set_nonblocking(true)`.
-pub fn bind_in_netns(init_pid: i32, addr: SocketAddr) -> io::Result<TcpListener> {
-    in_netns(init_pid, move || TcpListener::bind(addr))
-}
-
-/// A TCP connection made from inside the instance's network namespace (for the front proxy
-/// and the SSH gateway), with a 5 s connect timeout.
-pub fn connect_in_netns(init_pid: i32, addr: SocketAddr) -> io::Result<TcpStream> {
-    in_netns(init_pid, move || {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-    })
 }
 
 #[cfg(test)]

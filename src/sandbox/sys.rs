@@ -87,6 +87,17 @@ pub(crate) fn setns(fd: BorrowedFd<'_>, nstype: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::setns(fd.as_raw_fd(), nstype) }).map(drop)
 }
 
+/// A new TCP socket (non-blocking, close-on-exec) in the calling thread's network namespace,
+/// where it stays for its whole life.
+pub(crate) fn tcp_socket(v6: bool) -> io::Result<OwnedFd> {
+    let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket(2) with constant arguments; on success we own the new descriptor.
+    let fd = cvt(unsafe { libc::socket(domain, ty, 0) })?;
+    // SAFETY: `fd` is fresh from socket(2) and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 pub(crate) fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: pointer and length describe `name`'s bytes, which outlive the call.
     cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
