@@ -16,6 +16,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use super::RouteCtx;
 use super::authkeys::{self, KeyOptions};
 use super::instance_fs::{InstanceRoot, InstanceUser};
+use super::timeline::Timeline;
 
 /// Who logged in, and with which key options.
 #[derive(Debug, Clone)]
@@ -44,6 +45,7 @@ pub(crate) struct Conn {
     forwards: HashMap<(String, u32), tokio::task::JoinHandle<()>>,
     /// Told once, at the first successful login (ends the login grace time).
     on_login: Option<tokio::sync::oneshot::Sender<()>>,
+    timeline: Timeline,
 }
 
 impl Conn {
@@ -52,6 +54,7 @@ impl Conn {
         peer: SocketAddr,
         local: SocketAddr,
         on_login: tokio::sync::oneshot::Sender<()>,
+        timeline: Timeline,
     ) -> Conn {
         Conn {
             ctx,
@@ -61,6 +64,7 @@ impl Conn {
             login: None,
             forwards: HashMap::new(),
             on_login: Some(on_login),
+            timeline,
         }
     }
 
@@ -94,6 +98,7 @@ impl Conn {
         })
         .await
         .unwrap_or_else(|e| Err(Refusal::Instance(e.to_string())));
+        self.timeline.mark("key checked");
         if matches!(
             result,
             Ok(_) | Err(Refusal::KeyNotAuthorized | Refusal::NoSuchUser)
@@ -144,6 +149,7 @@ impl Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        self.timeline.auth_request();
         Ok(Auth::Reject {
             proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
             partial_success: false,
@@ -155,6 +161,7 @@ impl Handler for Conn {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.timeline.auth_request();
         if *offer.algorithm == (Algorithm::Rsa { hash: None }) {
             self.refused(user, offer.public_key, &Refusal::Sha1Rsa);
             return Ok(Auth::reject());
@@ -173,6 +180,7 @@ impl Handler for Conn {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.timeline.auth_request();
         if *key.algorithm == (Algorithm::Rsa { hash: None }) {
             return Ok(Auth::reject());
         }
@@ -185,6 +193,7 @@ impl Handler for Conn {
                     key = %key.public_key.fingerprint(HashAlg::Sha256),
                     "ssh login"
                 );
+                self.timeline.mark("auth accepted");
                 self.login = Some(Arc::new(login));
                 if let Some(tx) = self.on_login.take() {
                     let _ = tx.send(());
@@ -216,7 +225,9 @@ impl Handler for Conn {
             peer: self.peer,
             local: self.local,
             handle: session.handle(),
+            timeline: self.timeline.clone(),
         };
+        self.timeline.mark("channel open");
         tokio::spawn(super::session::run(s, channel));
         reply.accept().await;
         Ok(())

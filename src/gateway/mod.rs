@@ -29,6 +29,7 @@ mod handler;
 mod instance_fs;
 mod pty;
 mod session;
+mod timeline;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -24,6 +24,7 @@ use super::RouteCtx;
 use super::handler::{Login, env_allowed};
 use super::instance_fs::InstanceRoot;
 use super::pty;
+use super::timeline::Timeline;
 use crate::sandbox::{EXIT_ENTER_FAILED, EnterSpec, enter_command};
 
 /// Where OpenSSH's sftp-server lives on common images.
@@ -41,6 +42,7 @@ pub(crate) struct SessionCtx {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub handle: Handle,
+    pub timeline: Timeline,
 }
 
 struct PtyReq {
@@ -225,6 +227,7 @@ async fn start(
     pty_req: Option<PtyReq>,
     client_env: &[(String, String)],
 ) -> Option<Started> {
+    s.timeline.mark("request");
     let route = &s.ctx.route;
     let sftp_server = if matches!(kind, Kind::Sftp) && s.login.options.command.is_none() {
         let (pid, start) = (route.init_pid, route.start_time);
@@ -322,6 +325,7 @@ async fn start(
         Err(e) => return fail(wr, format!("cannot start the session: {e}")).await,
     };
     drop(cmd); // closes our copies of the slave
+    s.timeline.mark("started");
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
 
     let (input, pumps) = match master {
@@ -340,11 +344,11 @@ async fn start(
             let out = child
                 .stdout
                 .take()
-                .map(|o| tokio::spawn(pump(o, wr.clone(), None)));
+                .map(|o| tokio::spawn(pump(o, wr.clone(), None, s.timeline.clone())));
             let err = child
                 .stderr
                 .take()
-                .map(|e| tokio::spawn(pump(e, wr.clone(), Some(1))));
+                .map(|e| tokio::spawn(pump(e, wr.clone(), Some(1), s.timeline.clone())));
             (
                 Input::Pipe(child.stdin.take()),
                 out.into_iter().chain(err).collect(),
@@ -352,9 +356,10 @@ async fn start(
         }
     };
     let is_pty = matches!(input, Input::Pty(_));
-    let (wr2, handle) = (wr.clone(), s.handle.clone());
+    let (wr2, handle, timeline) = (wr.clone(), s.handle.clone(), s.timeline.clone());
     tokio::spawn(async move {
         let status = child.wait().await;
+        timeline.mark("exited");
         for p in pumps {
             if is_pty {
                 // Background jobs may keep the terminal open: drain briefly, then stop.
@@ -389,19 +394,29 @@ async fn start(
                 let _ = wr2.exit_status(255).await;
             }
         }
+        timeline.mark("exit status sent");
         let _ = wr2.eof().await;
         let _ = wr2.close().await;
     });
     Some(Started { pid, input })
 }
 
-async fn pump<R: AsyncRead + Unpin>(mut r: R, wr: Arc<ChannelWriteHalf<Msg>>, ext: Option<u32>) {
+async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    wr: Arc<ChannelWriteHalf<Msg>>,
+    ext: Option<u32>,
+    timeline: Timeline,
+) {
     let mut buf = vec![0u8; 256 * 1024];
+    let mut first = true;
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if std::mem::take(&mut first) {
+            timeline.mark("first byte");
+        }
         let data = buf[..n].to_vec();
         let sent = match ext {
             None => wr.data_bytes(data).await,
