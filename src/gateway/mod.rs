@@ -26,6 +26,7 @@ mod accept;
 mod authkeys;
 mod forward;
 mod handler;
+mod helper;
 mod instance_fs;
 mod pty;
 mod session;
@@ -99,11 +100,12 @@ impl From<GatewayError> for io::Error {
 /// Per-route state shared by its connections.
 pub(crate) struct RouteCtx {
     pub route: Route,
-    pub exe: PathBuf,
     pub config: Arc<russh::server::Config>,
     pub gateway: Arc<Gateway>,
     /// Live sessions of this route, to disconnect them on `remove`.
     pub sessions: Mutex<HashMap<u64, russh::server::Handle>>,
+    /// The instance's session helper (started on the first session).
+    pub helper: helper::Helper,
 }
 
 struct Listener {
@@ -175,9 +177,9 @@ impl Gateway {
         }
         let listener = sock.listen(1024)?;
         let ctx = Arc::new(RouteCtx {
+            helper: helper::Helper::new(self.exe.clone(), route.init_pid, route.start_time),
             config: Arc::new(server_config(keys)),
             route,
-            exe: self.exe.clone(),
             gateway: self.clone(),
             sessions: Mutex::new(HashMap::new()),
         });

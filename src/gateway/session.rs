@@ -9,23 +9,21 @@
 //! does not read its input pushes back on the client through the SSH window.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::ChildStdin;
 
 use super::RouteCtx;
 use super::handler::{Login, env_allowed};
 use super::instance_fs::InstanceRoot;
 use super::pty;
 use super::timeline::Timeline;
-use crate::sandbox::{EXIT_ENTER_FAILED, EnterSpec, enter_command};
+use crate::sandbox::fdpass;
+use crate::sandbox::{EXIT_ENTER_FAILED, EnterSpec, WaitStatus, decode_status};
 
 /// Where OpenSSH's sftp-server lives on common images.
 const SFTP_SERVERS: &[&str] = &[
@@ -61,13 +59,14 @@ enum Kind {
 }
 
 enum Input {
-    Pipe(Option<ChildStdin>),
+    Pipe(Option<tokio::net::unix::pipe::Sender>),
     Pty(Arc<pty::Master>),
 }
 
 /// A started command.
 struct Started {
-    pid: i32,
+    /// The session socket to the helper: 4 bytes = a signal for the command.
+    signals: tokio::net::unix::OwnedWriteHalf,
     input: Input,
 }
 
@@ -94,9 +93,8 @@ impl Started {
     }
 
     fn signal(&self, sig: i32) {
-        // SAFETY: kill with our own child's pid (the `__enter` helper, which forwards TERM,
-        // INT, HUP and QUIT to the command).
-        unsafe { libc::kill(self.pid, sig) };
+        // 4 bytes on an idle socket: never short (a helper that is gone has nothing to signal).
+        let _ = self.signals.try_write(&sig.to_le_bytes());
     }
 }
 
@@ -293,72 +291,85 @@ async fn start(
         env,
         tty: tty.is_some(),
     };
-    let mut cmd = tokio::process::Command::from(enter_command(&s.ctx.exe, &spec));
-    let master = match tty {
-        Some((master, slave)) => {
-            let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
-            let (a, b) = match (dup(&slave), dup(&slave)) {
-                (Ok(a), Ok(b)) => (a, b),
-                (Err(e), _) | (_, Err(e)) => {
-                    return fail(wr, format!("cannot attach the terminal: {e}")).await;
-                }
-            };
-            cmd.stdin(Stdio::from(slave)).stdout(a).stderr(b);
-            Some(master)
-        }
-        None => {
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            None
-        }
-    };
-
     if matches!(kind, Kind::Shell) && s.login.options.command.is_none() {
         let _ = wr
-            .data_bytes(banner_bytes(&route.banner, master.is_some()))
+            .data_bytes(banner_bytes(&route.banner, tty.is_some()))
             .await;
     }
 
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    // The command's stdio (a terminal, or three pipes with room for a full SSH window's worth
+    // of packets) and our ends of it.
+    let (theirs, ours) = match stdio(tty) {
+        Ok(x) => x,
+        Err(e) => return fail(wr, format!("cannot attach the command: {e}")).await,
+    };
+    let (ctx, uid, is_tty) = (s.ctx.clone(), s.login.user.uid, spec.tty);
+    let handed = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        if is_tty {
+            let r = &ctx.route;
+            InstanceRoot::open(r.init_pid, r.start_time)
+                .and_then(|root| pty::give_to(&root, theirs[0].as_fd(), uid))
+                .map_err(|e| format!("cannot give the terminal to the user: {e}"))?;
+        }
+        let fds = [theirs[0].as_fd(), theirs[1].as_fd(), theirs[2].as_fd()];
+        let sock = ctx
+            .helper
+            .start_session(&spec, fds)
+            .map_err(|e| format!("cannot start the session: {e}"))?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(sock)
+    })
+    .await;
+    let sock = match handed {
+        Ok(Ok(sock)) => sock,
+        Ok(Err(msg)) => return fail(wr, msg).await,
         Err(e) => return fail(wr, format!("cannot start the session: {e}")).await,
     };
-    drop(cmd); // closes our copies of the slave
+    let sock = match tokio::net::UnixStream::from_std(sock) {
+        Ok(x) => x,
+        Err(e) => return fail(wr, format!("cannot start the session: {e}")).await,
+    };
+    let (mut status_rd, status_wr) = sock.into_split();
     s.timeline.mark("started");
-    let pid = child.id().map(|p| p as i32).unwrap_or(0);
 
-    let (input, pumps) = match master {
-        Some(m) => {
+    let (input, pumps) = match ours {
+        Ours::Pty(m) => {
             let m = match pty::Master::new(m) {
                 Ok(m) => Arc::new(m),
                 Err(e) => {
-                    let _ = child.start_kill();
+                    let _ = status_wr.try_write(&libc::SIGKILL.to_le_bytes());
                     return fail(wr, format!("cannot poll the terminal: {e}")).await;
                 }
             };
             let pump = tokio::spawn(pump_pty(m.clone(), wr.clone()));
             (Input::Pty(m), vec![pump])
         }
-        None => {
-            let out = child
-                .stdout
-                .take()
-                .map(|o| tokio::spawn(pump(o, wr.clone(), None, s.timeline.clone())));
-            let err = child
-                .stderr
-                .take()
-                .map(|e| tokio::spawn(pump(e, wr.clone(), Some(1), s.timeline.clone())));
-            (
-                Input::Pipe(child.stdin.take()),
-                out.into_iter().chain(err).collect(),
-            )
+        Ours::Pipes { stdin, out, err } => {
+            let rx = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd);
+            let mut pumps = Vec::new();
+            if let Ok(o) = rx(out) {
+                pumps.push(tokio::spawn(pump(o, wr.clone(), None, s.timeline.clone())));
+            }
+            if let Ok(e) = rx(err) {
+                pumps.push(tokio::spawn(pump(
+                    e,
+                    wr.clone(),
+                    Some(1),
+                    s.timeline.clone(),
+                )));
+            }
+            let stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin).ok();
+            (Input::Pipe(stdin), pumps)
         }
     };
     let is_pty = matches!(input, Input::Pty(_));
     let (wr2, handle, timeline) = (wr.clone(), s.handle.clone(), s.timeline.clone());
     tokio::spawn(async move {
-        let status = child.wait().await;
+        let mut word = [0u8; 8];
+        let status = status_rd
+            .read_exact(&mut word)
+            .await
+            .map(|_| decode_status(word));
         timeline.mark("exited");
         for p in pumps {
             if is_pty {
@@ -375,20 +386,13 @@ async fn start(
             }
         }
         match status {
-            Ok(st) => {
-                if let Some(sig) = st.signal() {
-                    let _ = handle
-                        .exit_signal_request(
-                            id,
-                            signal_name(sig),
-                            st.core_dumped(),
-                            String::new(),
-                            String::new(),
-                        )
-                        .await;
-                } else {
-                    let _ = wr2.exit_status(st.code().unwrap_or(255) as u32).await;
-                }
+            Ok(WaitStatus::Signaled(sig)) => {
+                let _ = handle
+                    .exit_signal_request(id, signal_name(sig), false, String::new(), String::new())
+                    .await;
+            }
+            Ok(WaitStatus::Exited(code)) => {
+                let _ = wr2.exit_status(code as u32).await;
             }
             Err(_) => {
                 let _ = wr2.exit_status(255).await;
@@ -398,7 +402,45 @@ async fn start(
         let _ = wr2.eof().await;
         let _ = wr2.close().await;
     });
-    Some(Started { pid, input })
+    Some(Started {
+        signals: status_wr,
+        input,
+    })
+}
+
+/// Our ends of a command's stdio.
+enum Ours {
+    Pty(OwnedFd),
+    Pipes {
+        stdin: OwnedFd,
+        out: OwnedFd,
+        err: OwnedFd,
+    },
+}
+
+/// Pipes carry this much between the command and the channel (the SSH window is larger; a
+/// 64 KiB default pipe stalls a fast `cat` every few packets).
+const PIPE_BYTES: usize = 1 << 20;
+
+/// The command's stdin/stdout/stderr, and ours.
+fn stdio(tty: Option<(OwnedFd, OwnedFd)>) -> std::io::Result<([OwnedFd; 3], Ours)> {
+    if let Some((master, slave)) = tty {
+        let (a, b) = (slave.try_clone()?, slave.try_clone()?);
+        return Ok(([slave, a, b], Ours::Pty(master)));
+    }
+    let (in_r, in_w) = fdpass::pipe()?;
+    let (out_r, out_w) = fdpass::pipe()?;
+    let (err_r, err_w) = fdpass::pipe()?;
+    fdpass::grow_pipe(in_w.as_fd(), PIPE_BYTES);
+    fdpass::grow_pipe(out_w.as_fd(), PIPE_BYTES);
+    Ok((
+        [in_r, out_w, err_w],
+        Ours::Pipes {
+            stdin: in_w,
+            out: out_r,
+            err: err_r,
+        },
+    ))
 }
 
 async fn pump<R: AsyncRead + Unpin>(

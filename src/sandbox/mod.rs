@@ -75,6 +75,7 @@
 mod caps;
 mod cgroup;
 mod enter;
+pub(crate) mod fdpass;
 pub mod guestfs;
 mod init;
 mod launch;
@@ -84,6 +85,7 @@ mod passwd;
 mod process;
 mod pty;
 pub mod seccomp;
+mod sessiond;
 mod spare;
 mod spec;
 mod stale;
@@ -109,6 +111,7 @@ pub use init::{
 pub use launch::{InitEntry, LAUNCH_ARG, launch, launch_with, launcher_main};
 pub use netns::{bind_in_netns, connect_in_netns};
 pub use pty::open_pty;
+pub use sessiond::{HelperSpec, SESSIOND_ARG, decode_status, sessiond_main};
 pub use spare::{SPARES, Spare, Spares};
 pub use spec::{LaunchSpec, Limits, VolumeFile};
 pub use sys::WaitStatus;
