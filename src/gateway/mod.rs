@@ -12,14 +12,15 @@
 //!                    logged in within the login grace time
 //! auth (handler)     user in the instance's /etc/passwd → key in ~/.ssh/authorized_keys inside
 //!                    the instance (read by `instance_fs`, symlink-safe) → options kept
-//! channels           session → `session::run` task (pty, shell/exec/sftp via `__enter`);
+//! channels           session → `session::run` task (pty, shell/exec/sftp forked by the
+//!                    instance's session helper, `helper.rs` → `sandbox::sessiond`);
 //!                    direct-tcpip / tcpip-forward → `forward` (sockets made in the netns)
 //! remove(addr)       stop accepting, disconnect every session with "instance … is stopping"
 //! ```
 //!
 //! The russh `Handler` (`handler.rs`) is thin: it answers requests and hands each channel to
 //! one task that owns it. Nothing here enters a namespace on a runtime thread: commands run
-//! through the single-threaded `__enter` helper, netns sockets come from `sandbox` functions
+//! through the single-threaded session helper (one per instance, `__sessiond`), netns sockets come from `sandbox` functions
 //! that use their own std thread.
 
 mod accept;
@@ -30,6 +31,8 @@ mod helper;
 mod instance_fs;
 mod pty;
 mod session;
+mod session_io;
+mod signals;
 mod timeline;
 
 use std::borrow::Cow;

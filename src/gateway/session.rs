@@ -1,28 +1,30 @@
 //! One session channel, owned by one task: it collects `pty-req` and `env`, starts the command
-//! inside the instance on `shell`/`exec`/`subsystem sftp` through the `__enter` helper (as the
-//! logged-in user, login environment from the instance's passwd), relays stdin, window changes
-//! and signals, and when the command ends sends its output first, then exit-status (or
-//! exit-signal), EOF and close.
+//! inside the instance on `shell`/`exec`/`subsystem sftp` through the instance's session
+//! helper (`helper.rs`; as the logged-in user, login environment from the instance's passwd),
+//! relays stdin, window changes and signals (over the session socket), and when the helper
+//! reports the command's end sends its output first, then exit-status (or exit-signal), EOF
+//! and close.
 //!
 //! The channel is always read (a kept russh `Channel` that is not read stalls the whole
 //! connection); writes into the command's stdin happen in that same loop, so a command that
 //! does not read its input pushes back on the client through the SSH window.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty, Sig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::RouteCtx;
 use super::handler::{Login, env_allowed};
 use super::instance_fs::InstanceRoot;
 use super::pty;
+use super::session_io::{Ours, pump, pump_pty, stdio};
+use super::signals::{signal_name, signal_number};
 use super::timeline::Timeline;
-use crate::sandbox::fdpass;
 use crate::sandbox::{EXIT_ENTER_FAILED, EnterSpec, WaitStatus, decode_status};
 
 /// Where OpenSSH's sftp-server lives on common images.
@@ -408,128 +410,6 @@ async fn start(
     })
 }
 
-/// Our ends of a command's stdio.
-enum Ours {
-    Pty(OwnedFd),
-    Pipes {
-        stdin: OwnedFd,
-        out: OwnedFd,
-        err: OwnedFd,
-    },
-}
-
-/// Pipes carry this much between the command and the channel (the SSH window is larger; a
-/// 64 KiB default pipe stalls a fast `cat` every few packets).
-const PIPE_BYTES: usize = 1 << 20;
-
-/// The command's stdin/stdout/stderr, and ours.
-fn stdio(tty: Option<(OwnedFd, OwnedFd)>) -> std::io::Result<([OwnedFd; 3], Ours)> {
-    if let Some((master, slave)) = tty {
-        let (a, b) = (slave.try_clone()?, slave.try_clone()?);
-        return Ok(([slave, a, b], Ours::Pty(master)));
-    }
-    let (in_r, in_w) = fdpass::pipe()?;
-    let (out_r, out_w) = fdpass::pipe()?;
-    let (err_r, err_w) = fdpass::pipe()?;
-    fdpass::grow_pipe(in_w.as_fd(), PIPE_BYTES);
-    fdpass::grow_pipe(out_w.as_fd(), PIPE_BYTES);
-    Ok((
-        [in_r, out_w, err_w],
-        Ours::Pipes {
-            stdin: in_w,
-            out: out_r,
-            err: err_r,
-        },
-    ))
-}
-
-async fn pump<R: AsyncRead + Unpin>(
-    mut r: R,
-    wr: Arc<ChannelWriteHalf<Msg>>,
-    ext: Option<u32>,
-    timeline: Timeline,
-) {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut first = true;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if std::mem::take(&mut first) {
-            timeline.mark("first byte");
-        }
-        let data = buf[..n].to_vec();
-        let sent = match ext {
-            None => wr.data_bytes(data).await,
-            Some(e) => wr.extended_data_bytes(e, data).await,
-        };
-        if sent.is_err() {
-            // The client is gone: keep reading so the command is not blocked on a full pipe.
-            while let Ok(n) = r.read(&mut buf).await {
-                if n == 0 {
-                    return;
-                }
-            }
-            return;
-        }
-    }
-}
-
-async fn pump_pty(m: Arc<pty::Master>, wr: Arc<ChannelWriteHalf<Msg>>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match m.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if wr.data_bytes(buf[..n].to_vec()).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn signal_number(sig: &Sig) -> Option<i32> {
-    Some(match sig {
-        Sig::ABRT => libc::SIGABRT,
-        Sig::ALRM => libc::SIGALRM,
-        Sig::FPE => libc::SIGFPE,
-        Sig::HUP => libc::SIGHUP,
-        Sig::ILL => libc::SIGILL,
-        Sig::INT => libc::SIGINT,
-        Sig::KILL => libc::SIGKILL,
-        Sig::PIPE => libc::SIGPIPE,
-        Sig::QUIT => libc::SIGQUIT,
-        Sig::SEGV => libc::SIGSEGV,
-        Sig::TERM => libc::SIGTERM,
-        Sig::USR1 => libc::SIGUSR1,
-        Sig::Custom(name) => match name.as_str() {
-            "USR2" => libc::SIGUSR2,
-            _ => return None,
-        },
-    })
-}
-
-fn signal_name(sig: i32) -> Sig {
-    match sig {
-        libc::SIGABRT => Sig::ABRT,
-        libc::SIGALRM => Sig::ALRM,
-        libc::SIGFPE => Sig::FPE,
-        libc::SIGHUP => Sig::HUP,
-        libc::SIGILL => Sig::ILL,
-        libc::SIGINT => Sig::INT,
-        libc::SIGKILL => Sig::KILL,
-        libc::SIGPIPE => Sig::PIPE,
-        libc::SIGQUIT => Sig::QUIT,
-        libc::SIGSEGV => Sig::SEGV,
-        libc::SIGTERM => Sig::TERM,
-        libc::SIGUSR1 => Sig::USR1,
-        libc::SIGUSR2 => Sig::Custom("USR2".into()),
-        n => Sig::Custom(format!("SIG{n}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,12 +454,5 @@ mod tests {
         assert_eq!(banner_bytes("a\nb", true), b"a\r\nb\r\n");
         assert_eq!(banner_bytes("a\n", false), b"a\n");
         assert!(banner_bytes("", false).is_empty());
-    }
-
-    #[test]
-    fn signals_round_trip() {
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL, libc::SIGUSR2] {
-            assert_eq!(signal_number(&signal_name(s)), Some(s));
-        }
     }
 }
