@@ -20,8 +20,8 @@
 //!
 //! The russh `Handler` (`handler.rs`) is thin: it answers requests and hands each channel to
 //! one task that owns it. Nothing here enters a namespace on a runtime thread: commands run
-//! through the single-threaded session helper (one per instance, `__sessiond`), netns sockets come from `sandbox` functions
-//! that use their own std thread.
+//! through the single-threaded session helper (one per instance, `__sessiond`), netns sockets
+//! come from `sandbox` functions that use their own std thread.
 
 mod accept;
 mod authkeys;
@@ -134,7 +134,7 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// `exe`: the binary to run as `exe __enter <json>` (the daemon passes /proc/self/exe).
+    /// `exe`: the binary to run as `exe __sessiond <json>` (the daemon passes /proc/self/exe).
     pub fn new(exe: PathBuf) -> Arc<Gateway> {
         Gateway::with_limits(exe, Limits::default())
     }

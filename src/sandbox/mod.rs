@@ -43,9 +43,9 @@
 //!
 //! What the daemon must do (the contract):
 //! - `main.rs` dispatches `__launch` → `launcher_main(init_entry)` (PID 1 calls
-//!   `init_entry(&argv, payload)`, which calls `init_main`), `__enter` → `enter_main(argv[2])`, `__sessiond` →
-//!   `sessiond_main(argv[2])` (the per-instance session helper of the SSH gateway), before
-//!   any runtime starts. `launch`, `stop`, `cleanup_stale` block for milliseconds to seconds:
+//!   `init_entry(&argv, payload)`, which calls `init_main`), `__enter` → `enter_main(argv[2])`,
+//!   `__sessiond` → `sessiond_main(argv[2])` (the SSH gateway's per-instance session helper),
+//!   before any runtime starts. `launch`, `stop`, `cleanup_stale` block for milliseconds to seconds:
 //!   call them from `spawn_blocking`.
 //! - `init_argv[0]` = the same `exe` passed to `launch` (e.g. `std::env::current_exe()`), so
 //!   PID 1 runs init in-process from the host binary.
