@@ -15,14 +15,20 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 
 use super::RouteCtx;
 use super::authkeys::{self, KeyOptions};
-use super::instance_fs::{InstanceRoot, InstanceUser};
+use super::instance_fs::{InstanceRoot, InstanceUser, find_user};
 use super::timeline::Timeline;
+use crate::sandbox::passwd;
 
 /// Who logged in, and with which key options.
 #[derive(Debug, Clone)]
 pub(crate) struct Login {
     pub user: InstanceUser,
     pub options: KeyOptions,
+    /// The same user with gid and groups (from the instance's /etc/group), handed to the
+    /// session helper: passwd and group are read once per login, not per channel.
+    pub account: crate::sandbox::passwd::User,
+    /// gid of the instance's `tty` group (the user's own gid when it has none).
+    pub tty_gid: u32,
 }
 
 /// Why a key was refused (for the log).
@@ -82,10 +88,15 @@ impl Conn {
         let result = tokio::task::spawn_blocking(move || -> Result<Login, Refusal> {
             let root =
                 InstanceRoot::open(pid, start).map_err(|e| Refusal::Instance(e.to_string()))?;
-            let user = root
-                .user(&name)
-                .map_err(|e| Refusal::Instance(format!("read /etc/passwd: {e}")))?
-                .ok_or(Refusal::NoSuchUser)?;
+            let text = |path: &str| {
+                root.read(path, 4 << 20)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .map_err(|e| Refusal::Instance(format!("read {path}: {e}")))
+            };
+            let (pw, gr) = (text("/etc/passwd")?, text("/etc/group")?);
+            let user = find_user(&pw, &name).ok_or(Refusal::NoSuchUser)?;
+            let account = passwd::lookup(&user.name, &pw, &gr).ok_or(Refusal::NoSuchUser)?;
+            let tty_gid = passwd::group_id("tty", &gr).unwrap_or(account.gid);
             let text = root
                 .authorized_keys(&user)
                 .map_err(|e| Refusal::Instance(format!("read authorized_keys: {e}")))?;
@@ -94,6 +105,8 @@ impl Conn {
             Ok(Login {
                 user,
                 options: found.options.clone(),
+                account,
+                tty_gid,
             })
         })
         .await

@@ -4,7 +4,7 @@
 //! starts the new one and is sent there.
 //!
 //! ```text
-//! start_session(spec, stdin, stdout, stderr)   (blocking: call from spawn_blocking)
+//! start_session(request, stdin, stdout, stderr)   (blocking: call from spawn_blocking)
 //!   helper running? else spawn `exe __sessiond {init_pid,start_time}` with a SEQPACKET
 //!   control socket as its stdin, wait for its "R" (it has entered the instance)
 //!   → a SOCK_STREAM session pair → send the spec JSON + the three stdio descriptors + one end
@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::sandbox::fdpass;
-use crate::sandbox::{EnterSpec, HelperSpec, SESSIOND_ARG};
+use crate::sandbox::{HelperSpec, SESSIOND_ARG, SessionRequest};
 
 /// How long a new helper may take to enter its instance.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,13 +60,13 @@ impl Helper {
         }
     }
 
-    /// Starts `spec` in the instance with this stdio; returns the session socket.
+    /// Starts `req` in the instance with this stdio; returns the session socket.
     pub fn start_session(
         &self,
-        spec: &EnterSpec,
+        req: &SessionRequest,
         stdio: [BorrowedFd<'_>; 3],
     ) -> Result<std::os::unix::net::UnixStream, HelperError> {
-        let msg = serde_json::to_vec(spec).expect("enter spec serializes");
+        let msg = serde_json::to_vec(req).expect("session request serializes");
         let (ours, theirs) = fdpass::socketpair(libc::SOCK_STREAM).map_err(HelperError::Send)?;
         let fds = [stdio[0], stdio[1], stdio[2], theirs.as_fd()];
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());

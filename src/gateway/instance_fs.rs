@@ -76,11 +76,6 @@ impl InstanceRoot {
         Ok(buf)
     }
 
-    /// PID 1 of the instance.
-    pub fn init_pid(&self) -> i32 {
-        self.init_pid
-    }
-
     /// Is `path` a regular file with an execute bit, inside the instance?
     pub fn is_executable(&self, path: &str) -> bool {
         self.root.is_executable(path)

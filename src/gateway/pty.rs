@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use russh::Pty;
 use tokio::io::unix::AsyncFd;
 
-use super::instance_fs::{InstanceRoot, same_process};
+use super::instance_fs::same_process;
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -57,18 +57,10 @@ pub fn open(init_pid: i32, start_time: u64) -> io::Result<(OwnedFd, OwnedFd, u32
 }
 
 /// Gives the terminal to the user who logged in, as sshd does: owner the user, group `tty`
-/// (from the instance's /etc/group; 5 when it has none), mode 0620 — in host ids, through the
-/// instance's uid_map / gid_map (the session helper, inside the user namespace, could not).
-pub fn give_to(root: &InstanceRoot, slave: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
-    let group = root.read("/etc/group", 4 << 20)?;
-    let tty_gid = String::from_utf8_lossy(&group)
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next() == Some("tty")).then(|| f.nth(1).and_then(|g| g.parse().ok()))?
-        })
-        .unwrap_or(5);
-    let map = |kind: &str| std::fs::read_to_string(format!("/proc/{}/{kind}", root.init_pid()));
+/// (both ids inside the instance), mode 0620 — in host ids, through the instance's uid_map /
+/// gid_map (the session helper, inside the user namespace, could not).
+pub fn give_to(init_pid: i32, slave: BorrowedFd<'_>, uid: u32, tty_gid: u32) -> io::Result<()> {
+    let map = |kind: &str| std::fs::read_to_string(format!("/proc/{init_pid}/{kind}"));
     let unmapped = || io::Error::other("id not mapped in the instance's user namespace");
     let host_uid = crate::sandbox::userns::to_host(&map("uid_map")?, uid).ok_or_else(unmapped)?;
     let host_gid =

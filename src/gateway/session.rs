@@ -25,7 +25,7 @@ use super::pty;
 use super::session_io::{Ours, pump, pump_pty, stdio};
 use super::signals::{signal_name, signal_number};
 use super::timeline::Timeline;
-use crate::sandbox::{EXIT_ENTER_FAILED, EnterSpec, WaitStatus, decode_status};
+use crate::sandbox::{EXIT_ENTER_FAILED, EnterSpec, SessionRequest, WaitStatus, decode_status};
 
 /// Where OpenSSH's sftp-server lives on common images.
 const SFTP_SERVERS: &[&str] = &[
@@ -305,18 +305,20 @@ async fn start(
         Ok(x) => x,
         Err(e) => return fail(wr, format!("cannot attach the command: {e}")).await,
     };
-    let (ctx, uid, is_tty) = (s.ctx.clone(), s.login.user.uid, spec.tty);
+    let req = SessionRequest {
+        spec,
+        account: Some(s.login.account.clone()),
+    };
+    let (ctx, uid, tty_gid) = (s.ctx.clone(), s.login.user.uid, s.login.tty_gid);
     let handed = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        if is_tty {
-            let r = &ctx.route;
-            InstanceRoot::open(r.init_pid, r.start_time)
-                .and_then(|root| pty::give_to(&root, theirs[0].as_fd(), uid))
+        if req.spec.tty {
+            pty::give_to(ctx.route.init_pid, theirs[0].as_fd(), uid, tty_gid)
                 .map_err(|e| format!("cannot give the terminal to the user: {e}"))?;
         }
         let fds = [theirs[0].as_fd(), theirs[1].as_fd(), theirs[2].as_fd()];
         let sock = ctx
             .helper
-            .start_session(&spec, fds)
+            .start_session(&req, fds)
             .map_err(|e| format!("cannot start the session: {e}"))?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         Ok(sock)
@@ -428,6 +430,15 @@ mod tests {
                 command: command.map(str::to_string),
                 ..Default::default()
             },
+            account: crate::sandbox::passwd::User {
+                name: "ec2-user".into(),
+                uid: 1000,
+                gid: 1000,
+                home: "/home/ec2-user".into(),
+                shell: "/bin/bash".into(),
+                groups: vec![1000],
+            },
+            tty_gid: 5,
         }
     }
 

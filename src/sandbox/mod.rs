@@ -82,7 +82,7 @@ mod init;
 mod launch;
 mod mounts;
 mod netns;
-mod passwd;
+pub(crate) mod passwd;
 mod process;
 mod pty;
 pub mod seccomp;
@@ -112,6 +112,7 @@ pub use init::{
 pub use launch::{InitEntry, LAUNCH_ARG, launch, launch_with, launcher_main};
 pub use netns::{bind_in_netns, connect_in_netns};
 pub use pty::open_pty;
+pub(crate) use sessiond::SessionRequest;
 pub use sessiond::{HelperSpec, SESSIOND_ARG, decode_status, sessiond_main};
 pub use spare::{SPARES, Spare, Spares};
 pub use spec::{LaunchSpec, Limits, VolumeFile};

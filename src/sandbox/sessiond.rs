@@ -8,8 +8,10 @@
 //!          cgroup, NET|UTS|IPC|CGROUP|PID|MNT) → its user namespace as root → "R" on the
 //!          control socket (fd 0, SEQPACKET, from the daemon)
 //! loop     poll: PID 1's pidfd (readable = the instance is gone: exit) · SIGCHLD (reap, send
-//!          each status to its session socket) · the control socket (a request: `EnterSpec`
-//!          JSON + stdin, stdout, stderr, session socket → fork → the child runs step 6 of
+//!          each status to its session socket) · the control socket (a request:
+//!          `SessionRequest` JSON — the spec, and the account the daemon read from the
+//!          instance's passwd/group at login, so nothing is read again per channel — + stdin,
+//!          stdout, stderr, session socket → fork → the child runs step 6 of
 //!          `enter`: setsid (+TIOCSCTTY on a given terminal), seccomp, fd limit, the
 //!          instance's capability set, groups/gid/uid, cwd, login env, exec) · each session
 //!          socket (4 bytes = a signal for its command; EOF = the client went away)
@@ -29,6 +31,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use serde::{Deserialize, Serialize};
 
 use super::enter::{EnterSpec, Tty, enter_instance, exec_child, fail};
+use super::passwd::User;
 use super::sys::{self, Fork, WaitStatus};
 use super::{fdpass, passwd, userns};
 
@@ -40,6 +43,14 @@ pub const SESSIOND_ARG: &str = "__sessiond";
 pub struct HelperSpec {
     pub init_pid: i32,
     pub start_time: u64,
+}
+
+/// One session asked of the helper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionRequest {
+    pub spec: EnterSpec,
+    /// The user as the daemon resolved it at login; `None`: look it up in the instance.
+    pub account: Option<User>,
 }
 
 /// Encodes a status for a session socket.
@@ -184,12 +195,12 @@ fn serve_request(
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(None),
         Err(_) => return Err(Closed),
     };
-    let spec: Option<EnterSpec> = serde_json::from_slice(&buf[..n]).ok();
+    let req: Option<SessionRequest> = serde_json::from_slice(&buf[..n]).ok();
     if fds.len() != fdpass::MAX_FDS {
         return Ok(None); // malformed: the daemon's end sees its session socket close
     }
     let sock = fds.pop().expect("four descriptors");
-    let Some(spec) = spec else {
+    let Some(req) = req else {
         let _ = sys::write_all_fd(sock.as_raw_fd(), &encode_status(WaitStatus::Exited(125)));
         return Ok(None);
     };
@@ -206,7 +217,7 @@ fn serve_request(
         }
         Ok(Fork::Child) => {
             let _ = sfd;
-            session_child(&spec, &fds, entered.last_cap)
+            session_child(&req, &fds, entered.last_cap)
         }
         Ok(Fork::Parent { pid, .. }) => Ok(Some((pid, sock))),
     }
@@ -214,7 +225,8 @@ fn serve_request(
 
 /// In the forked child: stdio from the request, the user from the instance's files, then
 /// step 6 of `enter`.
-fn session_child(spec: &EnterSpec, stdio: &[OwnedFd], last_cap: u32) -> ! {
+fn session_child(req: &SessionRequest, stdio: &[OwnedFd], last_cap: u32) -> ! {
+    let spec = &req.spec;
     for (i, fd) in stdio.iter().enumerate() {
         if sys::dup2(fd.as_raw_fd(), i as i32).is_err() {
             sys::exit_now(125);
@@ -226,8 +238,11 @@ fn session_child(spec: &EnterSpec, stdio: &[OwnedFd], last_cap: u32) -> ! {
             sys::exit_now(125)
         })
     };
-    let (pw, gr) = (read("/etc/passwd"), read("/etc/group"));
-    let Some(user) = passwd::lookup(&spec.user, &pw, &gr) else {
+    let found = req.account.clone().or_else(|| {
+        let (pw, gr) = (read("/etc/passwd"), read("/etc/group"));
+        passwd::lookup(&spec.user, &pw, &gr)
+    });
+    let Some(user) = found else {
         eprintln!(
             "ec2lab exec: user {:?} not found in the instance's /etc/passwd",
             spec.user
