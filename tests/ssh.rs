@@ -324,6 +324,17 @@ fn session_helper_hidden_inside_restarted_when_killed_and_statuses_exact() {
     assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
     let out = lab.ssh_run(t, &key, "ec2-user", "no-such-command-here", b"");
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    // A terminal is the user's, group tty, mode 0620 (chowned by the daemon in host ids).
+    let out = run_with_input(
+        &mut lab.ssh(t, &key, "ec2-user", &["-tt", "stat -c '%U %G %a' $(tty)"]),
+        b"",
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "ec2-user tty 620",
+        "{}",
+        text(&out.stderr)
+    );
 
     // One helper, outside the instance's PID namespace: nothing inside sees it.
     let helpers = session_helpers(init_pid);
