@@ -115,7 +115,7 @@ echo "== gateway: ec2lab $id at $ip:$gwport; reference: $("$SSHD" -V 2>&1 | head
 mark=$(wc -l <"$tmp/lab.log")
 for _ in $(seq "$N"); do ssh "${common[@]}" "${gw[@]}" true </dev/null >/dev/null 2>&1; done
 echo "== gateway login, median ms per step (from accept) over $N logins:"
-tail -n +"$((mark + 1))" "$tmp/lab.log" | python3 scripts/bench/ssh_steps.py
+tail -n +"$((mark + 1))" "$tmp/lab.log" | python3 scripts/bench/ssh_steps.py || echo "  (none: this binary has no ec2lab::ssh_timing events)"
 
 puttygen "$tmp/k.pem" -O private -o "$tmp/k.ppk"
 gfp=$(ssh-keygen -lf "$tmp/lab/volumes/$id/host_keys/ssh_host_ed25519_key.pub" | awk '{print $2}')
