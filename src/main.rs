@@ -15,6 +15,9 @@ fn main() {
         Some(ec2lab::sandbox::ENTER_ARG) => {
             ec2lab::sandbox::enter_main(&args.next().unwrap_or_default())
         }
+        Some(ec2lab::sandbox::SESSIOND_ARG) => {
+            ec2lab::sandbox::sessiond_main(&args.next().unwrap_or_default())
+        }
         _ => {}
     }
     let cli = Cli::parse();

@@ -283,3 +283,104 @@ fn hammering_source_is_cut_off() {
         text(&out.stderr)
     );
 }
+
+/// Host pids of the session helpers (`ec2lab __sessiond`) serving the instance whose PID 1 is
+/// `init_pid`.
+fn session_helpers(init_pid: i32) -> Vec<i32> {
+    let needle = format!("\"init_pid\":{init_pid},");
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).map(String::as_str) == Some("__sessiond")
+            && args.get(2).is_some_and(|a| a.contains(&needle))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn session_helper_hidden_inside_restarted_when_killed_and_statuses_exact() {
+    let Some(lab) = Lab::start(&["ssh"]) else {
+        return;
+    };
+    let key = lab.key("k", "ed25519");
+    let t = &lab.launch("k", 1)[0];
+    let (init_pid, _) = lab.init_state(&t.id);
+
+    // Exit codes and a signal death pass through the helper unchanged.
+    let out = lab.ssh_run(t, &key, "ec2-user", "exit 7", b"");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    let out = lab.ssh_run(t, &key, "ec2-user", "echo before; kill -9 $$", b"");
+    assert_eq!(text(&out.stdout), "before\n");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    let out = lab.ssh_run(t, &key, "ec2-user", "no-such-command-here", b"");
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    // A terminal is the user's, group tty, mode 0620 (chowned by the daemon in host ids).
+    let out = run_with_input(
+        &mut lab.ssh(t, &key, "ec2-user", &["-tt", "stat -c '%U %G %a' $(tty)"]),
+        b"",
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "ec2-user tty 620",
+        "{}",
+        text(&out.stderr)
+    );
+
+    // One helper, outside the instance's PID namespace: nothing inside sees it.
+    let helpers = session_helpers(init_pid);
+    assert_eq!(helpers.len(), 1, "{helpers:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", helpers[0])).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(nspid.split_whitespace().count(), 2, "{nspid}");
+    let out = lab.ssh_run(
+        t,
+        &key,
+        "ec2-user",
+        "cat /proc/[0-9]*/cmdline | tr '\\0' ' '",
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("__sessiond"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Killed: the next login starts another one and works.
+    // SAFETY: SIGKILL to the helper's host pid found above.
+    assert_eq!(unsafe { libc::kill(helpers[0], libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while session_helpers(init_pid).contains(&helpers[0]) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = lab.ssh_run(t, &key, "ec2-user", "id -un; exit 3", b"");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ec2-user\n");
+    let again = session_helpers(init_pid);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(again[0], helpers[0]);
+
+    // It ends with its instance.
+    let out = lab
+        .d
+        .aws(&["ec2", "terminate-instances", "--instance-ids", &t.id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !session_helpers(init_pid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        session_helpers(init_pid).is_empty(),
+        "helper outlived its instance"
+    );
+}

@@ -173,7 +173,9 @@ async fn run_session(
 ) {
     let local = sock.local_addr().unwrap_or(peer);
     let id = ctx.gateway.next_session.fetch_add(1, Ordering::Relaxed);
-    let handler = handler::Conn::new(ctx.clone(), peer, local, login);
+    let timeline = super::timeline::Timeline::start(id);
+    timeline.mark("accepted");
+    let handler = handler::Conn::new(ctx.clone(), peer, local, login, timeline.clone());
     let span = tracing::debug_span!("ssh", instance = %ctx.route.instance_id, %peer, id);
     let _e = span.enter();
     let running = match russh::server::run_stream(ctx.config.clone(), QuickAck(sock), handler).await
@@ -194,6 +196,7 @@ async fn run_session(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
+    timeline.mark("closed");
     if let Err(e) = result {
         tracing::debug!(instance = %ctx.route.instance_id, %peer, error = %e, "ssh session ended with an error");
     }

@@ -15,13 +15,20 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 
 use super::RouteCtx;
 use super::authkeys::{self, KeyOptions};
-use super::instance_fs::{InstanceRoot, InstanceUser};
+use super::instance_fs::{InstanceRoot, InstanceUser, find_user};
+use super::timeline::Timeline;
+use crate::sandbox::passwd;
 
 /// Who logged in, and with which key options.
 #[derive(Debug, Clone)]
 pub(crate) struct Login {
     pub user: InstanceUser,
     pub options: KeyOptions,
+    /// The same user with gid and groups (from the instance's /etc/group), handed to the
+    /// session helper: passwd and group are read once per login, not per channel.
+    pub account: crate::sandbox::passwd::User,
+    /// gid of the instance's `tty` group (the user's own gid when it has none).
+    pub tty_gid: u32,
 }
 
 /// Why a key was refused (for the log).
@@ -44,6 +51,7 @@ pub(crate) struct Conn {
     forwards: HashMap<(String, u32), tokio::task::JoinHandle<()>>,
     /// Told once, at the first successful login (ends the login grace time).
     on_login: Option<tokio::sync::oneshot::Sender<()>>,
+    timeline: Timeline,
 }
 
 impl Conn {
@@ -52,6 +60,7 @@ impl Conn {
         peer: SocketAddr,
         local: SocketAddr,
         on_login: tokio::sync::oneshot::Sender<()>,
+        timeline: Timeline,
     ) -> Conn {
         Conn {
             ctx,
@@ -61,6 +70,7 @@ impl Conn {
             login: None,
             forwards: HashMap::new(),
             on_login: Some(on_login),
+            timeline,
         }
     }
 
@@ -78,10 +88,15 @@ impl Conn {
         let result = tokio::task::spawn_blocking(move || -> Result<Login, Refusal> {
             let root =
                 InstanceRoot::open(pid, start).map_err(|e| Refusal::Instance(e.to_string()))?;
-            let user = root
-                .user(&name)
-                .map_err(|e| Refusal::Instance(format!("read /etc/passwd: {e}")))?
-                .ok_or(Refusal::NoSuchUser)?;
+            let text = |path: &str| {
+                root.read(path, 4 << 20)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .map_err(|e| Refusal::Instance(format!("read {path}: {e}")))
+            };
+            let (pw, gr) = (text("/etc/passwd")?, text("/etc/group")?);
+            let user = find_user(&pw, &name).ok_or(Refusal::NoSuchUser)?;
+            let account = passwd::lookup(&user.name, &pw, &gr).ok_or(Refusal::NoSuchUser)?;
+            let tty_gid = passwd::group_id("tty", &gr).unwrap_or(account.gid);
             let text = root
                 .authorized_keys(&user)
                 .map_err(|e| Refusal::Instance(format!("read authorized_keys: {e}")))?;
@@ -90,10 +105,13 @@ impl Conn {
             Ok(Login {
                 user,
                 options: found.options.clone(),
+                account,
+                tty_gid,
             })
         })
         .await
         .unwrap_or_else(|e| Err(Refusal::Instance(e.to_string())));
+        self.timeline.mark("key checked");
         if matches!(
             result,
             Ok(_) | Err(Refusal::KeyNotAuthorized | Refusal::NoSuchUser)
@@ -144,6 +162,7 @@ impl Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        self.timeline.auth_request();
         Ok(Auth::Reject {
             proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
             partial_success: false,
@@ -155,6 +174,7 @@ impl Handler for Conn {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.timeline.auth_request();
         if *offer.algorithm == (Algorithm::Rsa { hash: None }) {
             self.refused(user, offer.public_key, &Refusal::Sha1Rsa);
             return Ok(Auth::reject());
@@ -173,6 +193,7 @@ impl Handler for Conn {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.timeline.auth_request();
         if *key.algorithm == (Algorithm::Rsa { hash: None }) {
             return Ok(Auth::reject());
         }
@@ -185,6 +206,7 @@ impl Handler for Conn {
                     key = %key.public_key.fingerprint(HashAlg::Sha256),
                     "ssh login"
                 );
+                self.timeline.mark("auth accepted");
                 self.login = Some(Arc::new(login));
                 if let Some(tx) = self.on_login.take() {
                     let _ = tx.send(());
@@ -216,7 +238,9 @@ impl Handler for Conn {
             peer: self.peer,
             local: self.local,
             handle: session.handle(),
+            timeline: self.timeline.clone(),
         };
+        self.timeline.mark("channel open");
         tokio::spawn(super::session::run(s, channel));
         reply.accept().await;
         Ok(())

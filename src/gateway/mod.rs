@@ -12,7 +12,8 @@
 //!                    logged in within the login grace time
 //! auth (handler)     user in the instance's /etc/passwd → key in ~/.ssh/authorized_keys inside
 //!                    the instance (read by `instance_fs`, symlink-safe) → options kept
-//! channels           session → `session::run` task (pty, shell/exec/sftp via `__enter`);
+//! channels           session → `session::run` task (pty, shell/exec/sftp forked by the
+//!                    instance's session helper, `helper.rs` → `sandbox::sessiond`);
 //!                    direct-tcpip / tcpip-forward → `forward` (sockets from the instance's
 //!                    `sandbox::Connector`, the same one the front uses)
 //! remove(addr)       stop accepting, disconnect every session with "instance … is stopping"
@@ -20,16 +21,20 @@
 //!
 //! The russh `Handler` (`handler.rs`) is thin: it answers requests and hands each channel to
 //! one task that owns it. Nothing here enters a namespace on a runtime thread: commands run
-//! through the single-threaded `__enter` helper, netns sockets come from the instance's
-//! connector (a std thread already in its network namespace).
+//! through the single-threaded session helper (one per instance, `__sessiond`), netns sockets
+//! come from the instance's connector (a std thread already in its network namespace).
 
 mod accept;
 mod authkeys;
 mod forward;
 mod handler;
+mod helper;
 mod instance_fs;
 mod pty;
 mod session;
+mod session_io;
+mod signals;
+mod timeline;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -99,13 +104,14 @@ impl From<GatewayError> for io::Error {
 /// Per-route state shared by its connections.
 pub(crate) struct RouteCtx {
     pub route: Route,
-    pub exe: PathBuf,
     pub config: Arc<russh::server::Config>,
     pub gateway: Arc<Gateway>,
     /// Live sessions of this route, to disconnect them on `remove`.
     pub sessions: Mutex<HashMap<u64, russh::server::Handle>>,
     /// Makes the port forwards' sockets inside the instance's network namespace.
     pub connector: Arc<crate::sandbox::Connector>,
+    /// The instance's session helper (started on the first session).
+    pub helper: helper::Helper,
 }
 
 struct Listener {
@@ -131,7 +137,7 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// `exe`: the binary to run as `exe __enter <json>` (the daemon passes /proc/self/exe).
+    /// `exe`: the binary to run as `exe __sessiond <json>` (the daemon passes /proc/self/exe).
     pub fn new(exe: PathBuf) -> Arc<Gateway> {
         Gateway::with_limits(exe, Limits::default())
     }
@@ -177,10 +183,10 @@ impl Gateway {
         }
         let listener = sock.listen(1024)?;
         let ctx = Arc::new(RouteCtx {
+            helper: helper::Helper::new(self.exe.clone(), route.init_pid, route.start_time),
             config: Arc::new(server_config(keys)),
             connector: crate::sandbox::Connector::of(route.init_pid, route.start_time),
             route,
-            exe: self.exe.clone(),
             gateway: self.clone(),
             sessions: Mutex::new(HashMap::new()),
         });

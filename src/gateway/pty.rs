@@ -3,7 +3,7 @@
 //! terminal modes and window size applied to it, and the master as a non-blocking tokio stream.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use russh::Pty;
 use tokio::io::unix::AsyncFd;
@@ -54,6 +54,22 @@ pub fn open(init_pid: i32, start_time: u64) -> io::Result<(OwnedFd, OwnedFd, u32
         return Err(gone());
     }
     Ok((master, slave, n))
+}
+
+/// Gives the terminal to the user who logged in, as sshd does: owner the user, group `tty`
+/// (both ids inside the instance), mode 0620 — in host ids, through the instance's uid_map /
+/// gid_map (the session helper, inside the user namespace, could not).
+pub fn give_to(init_pid: i32, slave: BorrowedFd<'_>, uid: u32, tty_gid: u32) -> io::Result<()> {
+    let map = |kind: &str| std::fs::read_to_string(format!("/proc/{init_pid}/{kind}"));
+    let unmapped = || io::Error::other("id not mapped in the instance's user namespace");
+    let host_uid = crate::sandbox::userns::to_host(&map("uid_map")?, uid).ok_or_else(unmapped)?;
+    let host_gid =
+        crate::sandbox::userns::to_host(&map("gid_map")?, tty_gid).ok_or_else(unmapped)?;
+    // SAFETY: fchown/fchmod on a descriptor we hold.
+    cvt(unsafe { libc::fchown(slave.as_raw_fd(), host_uid, host_gid) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fchmod(slave.as_raw_fd(), 0o620) })?;
+    Ok(())
 }
 
 /// Sets the window size (on the master; the kernel signals the foreground group).

@@ -1,30 +1,31 @@
 //! One session channel, owned by one task: it collects `pty-req` and `env`, starts the command
-//! inside the instance on `shell`/`exec`/`subsystem sftp` through the `__enter` helper (as the
-//! logged-in user, login environment from the instance's passwd), relays stdin, window changes
-//! and signals, and when the command ends sends its output first, then exit-status (or
-//! exit-signal), EOF and close.
+//! inside the instance on `shell`/`exec`/`subsystem sftp` through the instance's session
+//! helper (`helper.rs`; as the logged-in user, login environment from the instance's passwd),
+//! relays stdin, window changes and signals (over the session socket), and when the helper
+//! reports the command's end sends its output first, then exit-status (or exit-signal), EOF
+//! and close.
 //!
 //! The channel is always read (a kept russh `Channel` that is not read stalls the whole
 //! connection); writes into the command's stdin happen in that same loop, so a command that
 //! does not read its input pushes back on the client through the SSH window.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty, Sig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::ChildStdin;
+use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::RouteCtx;
 use super::handler::{Login, env_allowed};
 use super::instance_fs::InstanceRoot;
 use super::pty;
-use crate::sandbox::{EXIT_ENTER_FAILED, EnterSpec, enter_command};
+use super::session_io::{Ours, pump, pump_pty, stdio};
+use super::signals::{signal_name, signal_number};
+use super::timeline::Timeline;
+use crate::sandbox::{EXIT_ENTER_FAILED, EnterSpec, SessionRequest, WaitStatus, decode_status};
 
 /// Where OpenSSH's sftp-server lives on common images.
 const SFTP_SERVERS: &[&str] = &[
@@ -41,6 +42,7 @@ pub(crate) struct SessionCtx {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub handle: Handle,
+    pub timeline: Timeline,
 }
 
 struct PtyReq {
@@ -59,13 +61,14 @@ enum Kind {
 }
 
 enum Input {
-    Pipe(Option<ChildStdin>),
+    Pipe(Option<tokio::net::unix::pipe::Sender>),
     Pty(Arc<pty::Master>),
 }
 
 /// A started command.
 struct Started {
-    pid: i32,
+    /// The session socket to the helper: 4 bytes = a signal for the command.
+    signals: tokio::net::unix::OwnedWriteHalf,
     input: Input,
 }
 
@@ -92,9 +95,8 @@ impl Started {
     }
 
     fn signal(&self, sig: i32) {
-        // SAFETY: kill with our own child's pid (the `__enter` helper, which forwards TERM,
-        // INT, HUP and QUIT to the command).
-        unsafe { libc::kill(self.pid, sig) };
+        // 4 bytes on an idle socket: never short (a helper that is gone has nothing to signal).
+        let _ = self.signals.try_write(&sig.to_le_bytes());
     }
 }
 
@@ -225,6 +227,7 @@ async fn start(
     pty_req: Option<PtyReq>,
     client_env: &[(String, String)],
 ) -> Option<Started> {
+    s.timeline.mark("request");
     let route = &s.ctx.route;
     let sftp_server = if matches!(kind, Kind::Sftp) && s.login.options.command.is_none() {
         let (pid, start) = (route.init_pid, route.start_time);
@@ -290,71 +293,88 @@ async fn start(
         env,
         tty: tty.is_some(),
     };
-    let mut cmd = tokio::process::Command::from(enter_command(&s.ctx.exe, &spec));
-    let master = match tty {
-        Some((master, slave)) => {
-            let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
-            let (a, b) = match (dup(&slave), dup(&slave)) {
-                (Ok(a), Ok(b)) => (a, b),
-                (Err(e), _) | (_, Err(e)) => {
-                    return fail(wr, format!("cannot attach the terminal: {e}")).await;
-                }
-            };
-            cmd.stdin(Stdio::from(slave)).stdout(a).stderr(b);
-            Some(master)
-        }
-        None => {
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            None
-        }
-    };
-
     if matches!(kind, Kind::Shell) && s.login.options.command.is_none() {
         let _ = wr
-            .data_bytes(banner_bytes(&route.banner, master.is_some()))
+            .data_bytes(banner_bytes(&route.banner, tty.is_some()))
             .await;
     }
 
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    // The command's stdio (a terminal, or three pipes with room for a full SSH window's worth
+    // of packets) and our ends of it.
+    let (theirs, ours) = match stdio(tty) {
+        Ok(x) => x,
+        Err(e) => return fail(wr, format!("cannot attach the command: {e}")).await,
+    };
+    let req = SessionRequest {
+        spec,
+        account: Some(s.login.account.clone()),
+    };
+    let (ctx, uid, tty_gid) = (s.ctx.clone(), s.login.user.uid, s.login.tty_gid);
+    let handed = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        if req.spec.tty {
+            pty::give_to(ctx.route.init_pid, theirs[0].as_fd(), uid, tty_gid)
+                .map_err(|e| format!("cannot give the terminal to the user: {e}"))?;
+        }
+        let fds = [theirs[0].as_fd(), theirs[1].as_fd(), theirs[2].as_fd()];
+        let sock = ctx
+            .helper
+            .start_session(&req, fds)
+            .map_err(|e| format!("cannot start the session: {e}"))?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(sock)
+    })
+    .await;
+    let sock = match handed {
+        Ok(Ok(sock)) => sock,
+        Ok(Err(msg)) => return fail(wr, msg).await,
         Err(e) => return fail(wr, format!("cannot start the session: {e}")).await,
     };
-    drop(cmd); // closes our copies of the slave
-    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    let sock = match tokio::net::UnixStream::from_std(sock) {
+        Ok(x) => x,
+        Err(e) => return fail(wr, format!("cannot start the session: {e}")).await,
+    };
+    let (mut status_rd, status_wr) = sock.into_split();
+    s.timeline.mark("started");
 
-    let (input, pumps) = match master {
-        Some(m) => {
+    let (input, pumps) = match ours {
+        Ours::Pty(m) => {
             let m = match pty::Master::new(m) {
                 Ok(m) => Arc::new(m),
                 Err(e) => {
-                    let _ = child.start_kill();
+                    let _ = status_wr.try_write(&libc::SIGKILL.to_le_bytes());
                     return fail(wr, format!("cannot poll the terminal: {e}")).await;
                 }
             };
             let pump = tokio::spawn(pump_pty(m.clone(), wr.clone()));
             (Input::Pty(m), vec![pump])
         }
-        None => {
-            let out = child
-                .stdout
-                .take()
-                .map(|o| tokio::spawn(pump(o, wr.clone(), None)));
-            let err = child
-                .stderr
-                .take()
-                .map(|e| tokio::spawn(pump(e, wr.clone(), Some(1))));
-            (
-                Input::Pipe(child.stdin.take()),
-                out.into_iter().chain(err).collect(),
-            )
+        Ours::Pipes { stdin, out, err } => {
+            let rx = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd);
+            let mut pumps = Vec::new();
+            if let Ok(o) = rx(out) {
+                pumps.push(tokio::spawn(pump(o, wr.clone(), None, s.timeline.clone())));
+            }
+            if let Ok(e) = rx(err) {
+                pumps.push(tokio::spawn(pump(
+                    e,
+                    wr.clone(),
+                    Some(1),
+                    s.timeline.clone(),
+                )));
+            }
+            let stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin).ok();
+            (Input::Pipe(stdin), pumps)
         }
     };
     let is_pty = matches!(input, Input::Pty(_));
-    let (wr2, handle) = (wr.clone(), s.handle.clone());
+    let (wr2, handle, timeline) = (wr.clone(), s.handle.clone(), s.timeline.clone());
     tokio::spawn(async move {
-        let status = child.wait().await;
+        let mut word = [0u8; 8];
+        let status = status_rd
+            .read_exact(&mut word)
+            .await
+            .map(|_| decode_status(word));
+        timeline.mark("exited");
         for p in pumps {
             if is_pty {
                 // Background jobs may keep the terminal open: drain briefly, then stop.
@@ -370,107 +390,26 @@ async fn start(
             }
         }
         match status {
-            Ok(st) => {
-                if let Some(sig) = st.signal() {
-                    let _ = handle
-                        .exit_signal_request(
-                            id,
-                            signal_name(sig),
-                            st.core_dumped(),
-                            String::new(),
-                            String::new(),
-                        )
-                        .await;
-                } else {
-                    let _ = wr2.exit_status(st.code().unwrap_or(255) as u32).await;
-                }
+            Ok(WaitStatus::Signaled(sig)) => {
+                let _ = handle
+                    .exit_signal_request(id, signal_name(sig), false, String::new(), String::new())
+                    .await;
+            }
+            Ok(WaitStatus::Exited(code)) => {
+                let _ = wr2.exit_status(code as u32).await;
             }
             Err(_) => {
                 let _ = wr2.exit_status(255).await;
             }
         }
+        timeline.mark("exit status sent");
         let _ = wr2.eof().await;
         let _ = wr2.close().await;
     });
-    Some(Started { pid, input })
-}
-
-async fn pump<R: AsyncRead + Unpin>(mut r: R, wr: Arc<ChannelWriteHalf<Msg>>, ext: Option<u32>) {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let data = buf[..n].to_vec();
-        let sent = match ext {
-            None => wr.data_bytes(data).await,
-            Some(e) => wr.extended_data_bytes(e, data).await,
-        };
-        if sent.is_err() {
-            // The client is gone: keep reading so the command is not blocked on a full pipe.
-            while let Ok(n) = r.read(&mut buf).await {
-                if n == 0 {
-                    return;
-                }
-            }
-            return;
-        }
-    }
-}
-
-async fn pump_pty(m: Arc<pty::Master>, wr: Arc<ChannelWriteHalf<Msg>>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match m.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if wr.data_bytes(buf[..n].to_vec()).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn signal_number(sig: &Sig) -> Option<i32> {
-    Some(match sig {
-        Sig::ABRT => libc::SIGABRT,
-        Sig::ALRM => libc::SIGALRM,
-        Sig::FPE => libc::SIGFPE,
-        Sig::HUP => libc::SIGHUP,
-        Sig::ILL => libc::SIGILL,
-        Sig::INT => libc::SIGINT,
-        Sig::KILL => libc::SIGKILL,
-        Sig::PIPE => libc::SIGPIPE,
-        Sig::QUIT => libc::SIGQUIT,
-        Sig::SEGV => libc::SIGSEGV,
-        Sig::TERM => libc::SIGTERM,
-        Sig::USR1 => libc::SIGUSR1,
-        Sig::Custom(name) => match name.as_str() {
-            "USR2" => libc::SIGUSR2,
-            _ => return None,
-        },
+    Some(Started {
+        signals: status_wr,
+        input,
     })
-}
-
-fn signal_name(sig: i32) -> Sig {
-    match sig {
-        libc::SIGABRT => Sig::ABRT,
-        libc::SIGALRM => Sig::ALRM,
-        libc::SIGFPE => Sig::FPE,
-        libc::SIGHUP => Sig::HUP,
-        libc::SIGILL => Sig::ILL,
-        libc::SIGINT => Sig::INT,
-        libc::SIGKILL => Sig::KILL,
-        libc::SIGPIPE => Sig::PIPE,
-        libc::SIGQUIT => Sig::QUIT,
-        libc::SIGSEGV => Sig::SEGV,
-        libc::SIGTERM => Sig::TERM,
-        libc::SIGUSR1 => Sig::USR1,
-        libc::SIGUSR2 => Sig::Custom("USR2".into()),
-        n => Sig::Custom(format!("SIG{n}")),
-    }
 }
 
 #[cfg(test)]
@@ -491,6 +430,15 @@ mod tests {
                 command: command.map(str::to_string),
                 ..Default::default()
             },
+            account: crate::sandbox::passwd::User {
+                name: "ec2-user".into(),
+                uid: 1000,
+                gid: 1000,
+                home: "/home/ec2-user".into(),
+                shell: "/bin/bash".into(),
+                groups: vec![1000],
+            },
+            tty_gid: 5,
         }
     }
 
@@ -517,12 +465,5 @@ mod tests {
         assert_eq!(banner_bytes("a\nb", true), b"a\r\nb\r\n");
         assert_eq!(banner_bytes("a\n", false), b"a\n");
         assert!(banner_bytes("", false).is_empty());
-    }
-
-    #[test]
-    fn signals_round_trip() {
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL, libc::SIGUSR2] {
-            assert_eq!(signal_number(&signal_name(s)), Some(s));
-        }
     }
 }

@@ -72,12 +72,12 @@ pub fn enter_command(exe: &Path, spec: &EnterSpec) -> Command {
     c
 }
 
-fn fail(msg: impl std::fmt::Display) -> ! {
+pub(super) fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("ec2lab exec: {msg}");
     std::process::exit(EXIT_ENTER_FAILED)
 }
 
-enum Tty {
+pub(super) enum Tty {
     None,
     /// stdin becomes the controlling terminal.
     Direct,
@@ -96,47 +96,17 @@ pub fn enter_main(json: &str) -> ! {
     let spec: EnterSpec =
         serde_json::from_str(json).unwrap_or_else(|e| fail(format!("bad request: {e}")));
 
-    // 1. PID 1, verified.
-    let pidfd = match process::open_verified_pidfd(spec.init_pid, spec.start_time) {
-        Ok(Some(fd)) => fd,
-        Ok(None) => fail(format!(
-            "instance init (pid {}) is not running",
-            spec.init_pid
-        )),
-        Err(e) => fail(format!("open pidfd of pid {}: {e}", spec.init_pid)),
-    };
-    // 2. Its cgroup.
-    let cg_text = std::fs::read_to_string(format!("/proc/{}/cgroup", spec.init_pid))
-        .unwrap_or_else(|e| fail(format!("read /proc/{}/cgroup: {e}", spec.init_pid)));
-    let id = cgroup::instance_of(&cg_text).unwrap_or_else(|| {
-        fail(format!(
-            "pid {} is not in an instance cgroup",
-            spec.init_pid
-        ))
-    });
-    let paths = cgroup::layout().unwrap_or_else(|e| fail(e)).paths(&id);
-    cgroup::join(&paths, sys::getpid()).unwrap_or_else(|e| fail(e));
-    let last_cap = caps::last_cap();
-    // Its user namespace's id maps (host view), to give a terminal to a user inside.
-    let map = |kind: &str| {
-        let p = format!("/proc/{}/{kind}", spec.init_pid);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| fail(format!("read {p}: {e}")))
-    };
-    let (uid_map, gid_map) = (map("uid_map"), map("gid_map"));
+    let Entered {
+        pidfd,
+        id,
+        last_cap,
+        uid_map,
+        gid_map,
+    } = enter_instance(spec.init_pid, spec.start_time);
     let host_id = |map: &str, n: u32| {
         userns::to_host(map, n)
             .unwrap_or_else(|| fail(format!("id {n} is not mapped in instance {id}")))
     };
-
-    // 3. All namespaces at once, but the user namespace (joined last, in step 5b).
-    let ns = libc::CLONE_NEWNET
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS;
-    sys::setns(pidfd.as_fd(), ns)
-        .unwrap_or_else(|e| fail(format!("setns into instance {id}: {e}")));
 
     // 4. The user, from the instance's files.
     let read =
@@ -218,6 +188,58 @@ pub fn enter_main(json: &str) -> ! {
     std::process::exit(status.code())
 }
 
+/// What steps 1–3 leave: the verified pidfd of PID 1 (for the user namespace, and to notice
+/// its end), the instance id, the host's last capability and the user namespace's id maps.
+pub(super) struct Entered {
+    pub pidfd: OwnedFd,
+    pub id: String,
+    pub last_cap: u32,
+    pub uid_map: String,
+    pub gid_map: String,
+}
+
+/// Steps 1–3: PID 1 verified, its cgroup joined, every namespace but the user one entered.
+pub(super) fn enter_instance(init_pid: i32, start_time: u64) -> Entered {
+    // 1. PID 1, verified.
+    let pidfd = match process::open_verified_pidfd(init_pid, start_time) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => fail(format!("instance init (pid {}) is not running", init_pid)),
+        Err(e) => fail(format!("open pidfd of pid {}: {e}", init_pid)),
+    };
+    // 2. Its cgroup.
+    let cg_text = std::fs::read_to_string(format!("/proc/{}/cgroup", init_pid))
+        .unwrap_or_else(|e| fail(format!("read /proc/{}/cgroup: {e}", init_pid)));
+    let id = cgroup::instance_of(&cg_text)
+        .unwrap_or_else(|| fail(format!("pid {} is not in an instance cgroup", init_pid)));
+    let paths = cgroup::layout().unwrap_or_else(|e| fail(e)).paths(&id);
+    cgroup::join(&paths, sys::getpid()).unwrap_or_else(|e| fail(e));
+    let last_cap = caps::last_cap();
+    // Its user namespace's id maps (host view), to give a terminal to a user inside.
+    let map = |kind: &str| {
+        let p = format!("/proc/{}/{kind}", init_pid);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| fail(format!("read {p}: {e}")))
+    };
+    let (uid_map, gid_map) = (map("uid_map"), map("gid_map"));
+
+    // 3. All namespaces at once, but the user namespace (joined last, in step 5b).
+    let ns = libc::CLONE_NEWNET
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS;
+    sys::setns(pidfd.as_fd(), ns)
+        .unwrap_or_else(|e| fail(format!("setns into instance {id}: {e}")));
+
+    Entered {
+        pidfd,
+        id,
+        last_cap,
+        uid_map,
+        gid_map,
+    }
+}
+
 /// Is `fd` the controlling terminal of our session (the CLI's own terminal)?
 fn is_our_ctty(fd: RawFd) -> bool {
     // SAFETY: plain call on an integer descriptor.
@@ -259,7 +281,7 @@ fn command_argv(spec: &EnterSpec, user: &User) -> (String, Vec<String>) {
     }
 }
 
-fn exec_child(spec: &EnterSpec, user: &User, tty: Tty, last_cap: u32) -> ! {
+pub(super) fn exec_child(spec: &EnterSpec, user: &User, tty: Tty, last_cap: u32) -> ! {
     sys::reset_signals();
     let die = |what: &str, e: io::Error| -> ! {
         eprintln!("ec2lab exec: {what}: {e}");

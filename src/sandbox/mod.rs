@@ -43,8 +43,9 @@
 //!
 //! What the daemon must do (the contract):
 //! - `main.rs` dispatches `__launch` → `launcher_main(init_entry)` (PID 1 calls
-//!   `init_entry(&argv, payload)`, which calls `init_main`), `__enter` → `enter_main(argv[2])`, before
-//!   any runtime starts. `launch`, `stop`, `cleanup_stale` block for milliseconds to seconds:
+//!   `init_entry(&argv, payload)`, which calls `init_main`), `__enter` → `enter_main(argv[2])`,
+//!   `__sessiond` → `sessiond_main(argv[2])` (the SSH gateway's per-instance session helper),
+//!   before any runtime starts. `launch`, `stop`, `cleanup_stale` block for milliseconds to seconds:
 //!   call them from `spawn_blocking`.
 //! - `init_argv[0]` = the same `exe` passed to `launch` (e.g. `std::env::current_exe()`), so
 //!   PID 1 runs init in-process from the host binary.
@@ -78,16 +79,18 @@ mod caps;
 mod cgroup;
 mod connector;
 mod enter;
+pub(crate) mod fdpass;
 pub mod guestfs;
 mod init;
 mod launch;
 mod mounts;
 mod netns;
-mod passwd;
+pub(crate) mod passwd;
 mod process;
 pub mod procview;
 mod pty;
 pub mod seccomp;
+mod sessiond;
 mod spare;
 mod spec;
 mod stale;
@@ -113,6 +116,8 @@ pub use init::{
 };
 pub use launch::{InitEntry, LAUNCH_ARG, launch, launch_with, launcher_main};
 pub use pty::open_pty;
+pub(crate) use sessiond::SessionRequest;
+pub use sessiond::{HelperSpec, SESSIOND_ARG, decode_status, sessiond_main};
 pub use spare::{SPARES, Spare, Spares};
 pub use spec::{LaunchSpec, Limits, VolumeFile};
 pub use sys::WaitStatus;
