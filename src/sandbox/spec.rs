@@ -53,6 +53,10 @@ pub struct LaunchSpec {
     /// boot's hostname, hosts…), through `guestfs`, owned by the instance's root.
     #[serde(default)]
     pub volume_files: Vec<VolumeFile>,
+    /// The host binary that is also the instance's `systemctl`, `journalctl`, `service`,
+    /// `poweroff`… (see `mounts`, step 8); `None`: no tools.
+    #[serde(default)]
+    pub tools_exe: Option<PathBuf>,
 }
 
 /// A file the host puts into a root volume.
@@ -248,6 +252,7 @@ pub(crate) fn example_spec() -> LaunchSpec {
         init_payload: None,
         user_namespace: false,
         volume_files: Vec::new(),
+        tools_exe: None,
     }
 }
 

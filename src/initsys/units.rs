@@ -1,0 +1,683 @@
+//! Unit files: parsing (`[Section]`, `Key=Value`, continuation lines, comments), drop-ins, aliases
+//! and masks, and the per-name view the manager keeps.
+//!
+//! Order of a load (`load_all`): for every directory of [`UNIT_DIRS`] (first wins by name) list
+//! `*.service` / `*.target` entries → a symlink to `/dev/null` is a mask, a symlink to another
+//! unit file is an alias of that unit → parse the fragment → apply drop-ins `NAME.d/*.conf` from
+//! every directory, sorted by file name → SysV scripts in `/etc/init.d` without a unit become
+//! `Type=forking` services (as systemd-sysv-generator does). A file that does not parse is kept
+//! as a unit whose load state is `error`, with the line that failed: it never stops the others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where unit files are looked up, in priority order (as systemd's system manager does).
+pub const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
+
+/// Directories whose `*.wants/` links count as "enabled" (vendor wants are not followed: on
+/// `lab-linux` `/lib` is the host's, whose own services make no sense in an instance).
+pub const ENABLE_DIRS: &[&str] = &["/etc/systemd/system", "/run/systemd/system"];
+
+/// The directory `enable` writes into.
+pub const ADMIN_DIR: &str = "/etc/systemd/system";
+
+/// How a unit file loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Load {
+    Loaded,
+    Masked,
+    /// The file did not parse or has a setting that cannot work; the message says which.
+    Error(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    Simple,
+    Exec,
+    Forking,
+    Oneshot,
+    Notify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    No,
+    Always,
+    OnSuccess,
+    OnFailure,
+    OnAbnormal,
+    OnAbort,
+}
+
+/// One command line of an `Exec*=` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    pub argv: Vec<String>,
+    /// `-` prefix: a failure is ignored.
+    pub ignore_failure: bool,
+    /// `+` / `!` prefix: run with full privileges (no User=).
+    pub privileged: bool,
+}
+
+/// The `[Service]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub ty: Type,
+    pub exec_start_pre: Vec<Cmd>,
+    pub exec_start: Vec<Cmd>,
+    pub exec_start_post: Vec<Cmd>,
+    pub exec_reload: Vec<Cmd>,
+    pub exec_stop: Vec<Cmd>,
+    pub exec_stop_post: Vec<Cmd>,
+    pub pid_file: Option<PathBuf>,
+    pub restart: Restart,
+    pub restart_sec: Duration,
+    pub remain_after_exit: bool,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub working_directory: Option<String>,
+    pub environment: Vec<(String, String)>,
+    /// `(path, optional)`: a `-` prefix makes a missing file fine.
+    pub environment_files: Vec<(PathBuf, bool)>,
+    pub runtime_directories: Vec<String>,
+    pub timeout_start: Duration,
+    pub timeout_stop: Duration,
+    pub syslog_identifier: Option<String>,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service {
+            ty: Type::Simple,
+            exec_start_pre: Vec::new(),
+            exec_start: Vec::new(),
+            exec_start_post: Vec::new(),
+            exec_reload: Vec::new(),
+            exec_stop: Vec::new(),
+            exec_stop_post: Vec::new(),
+            pid_file: None,
+            restart: Restart::No,
+            restart_sec: Duration::from_millis(100),
+            remain_after_exit: false,
+            user: None,
+            group: None,
+            working_directory: None,
+            environment: Vec::new(),
+            environment_files: Vec::new(),
+            runtime_directories: Vec::new(),
+            timeout_start: Duration::from_secs(90),
+            timeout_stop: Duration::from_secs(90),
+            syslog_identifier: None,
+        }
+    }
+}
+
+/// One unit as the manager knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Unit {
+    pub name: String,
+    pub fragment: Option<PathBuf>,
+    pub dropins: Vec<PathBuf>,
+    pub load: Option<Load>,
+    pub description: String,
+    pub after: Vec<String>,
+    pub before: Vec<String>,
+    pub wants: Vec<String>,
+    pub requires: Vec<String>,
+    pub wanted_by: Vec<String>,
+    pub required_by: Vec<String>,
+    pub aliases: Vec<String>,
+    pub has_install: bool,
+    /// The SysV script this unit was made from.
+    pub sysv: Option<PathBuf>,
+    pub service: Service,
+}
+
+impl Unit {
+    pub fn load_state(&self) -> &Load {
+        self.load.as_ref().unwrap_or(&Load::Loaded)
+    }
+    pub fn is_service(&self) -> bool {
+        self.name.ends_with(".service")
+    }
+    pub fn description(&self) -> &str {
+        if self.description.is_empty() {
+            &self.name
+        } else {
+            &self.description
+        }
+    }
+}
+
+/// Adds `.service` to a bare name (`httpd` → `httpd.service`), as systemctl does.
+pub fn canonical_name(name: &str) -> String {
+    const SUFFIXES: &[&str] = &[
+        ".service", ".target", ".socket", ".timer", ".mount", ".path", ".slice", ".scope",
+    ];
+    if SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    }
+}
+
+/// A parse failure: the line (1-based) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}:{line}: {what}")]
+pub struct ParseError {
+    pub path: String,
+    pub line: usize,
+    pub what: String,
+}
+
+/// `(section, key, value, line)` in file order.
+pub type Entries = Vec<(String, String, String, usize)>;
+
+/// Splits a unit file into entries; continuation lines (`\` at the end) are joined.
+pub fn parse_ini(path: &str, text: &str) -> Result<Entries, ParseError> {
+    let mut out = Vec::new();
+    let mut section: Option<String> = None;
+    let mut pending = String::new();
+    let mut start = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if pending.is_empty() {
+            start = i + 1;
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+        } else if line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(head) = line.strip_suffix('\\') {
+            pending.push_str(head);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(line);
+        let full = std::mem::take(&mut pending);
+        let err = |what: String| ParseError {
+            path: path.to_string(),
+            line: start,
+            what,
+        };
+        if full.starts_with('[') {
+            let Some(name) = full.strip_prefix('[').and_then(|s| s.strip_suffix(']')) else {
+                return Err(err(format!("invalid section header '{full}'")));
+            };
+            section = Some(name.to_string());
+            continue;
+        }
+        let Some((k, v)) = full.split_once('=') else {
+            return Err(err(format!("invalid line '{full}' (expected Key=Value)")));
+        };
+        let Some(sec) = &section else {
+            return Err(err(format!("assignment outside of any section: '{full}'")));
+        };
+        out.push((
+            sec.clone(),
+            k.trim().to_string(),
+            v.trim().to_string(),
+            start,
+        ));
+    }
+    Ok(out)
+}
+
+/// A time span: `5`, `5s`, `100ms`, `1min 30s`, `2h`, `infinity`.
+pub fn parse_timespan(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if v == "infinity" {
+        return Some(Duration::from_secs(365 * 24 * 3600));
+    }
+    // "10 s" is "10s": a bare number takes the unit word after it.
+    let mut words: Vec<String> = Vec::new();
+    for w in v.split_whitespace() {
+        match words.last_mut() {
+            Some(last)
+                if last.chars().all(|c| c.is_ascii_digit() || c == '.')
+                    && w.starts_with(|c: char| c.is_ascii_alphabetic()) =>
+            {
+                last.push_str(w)
+            }
+            _ => words.push(w.to_string()),
+        }
+    }
+    let mut total = Duration::ZERO;
+    for word in &words {
+        let split = word
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(word.len());
+        let (num, unit) = word.split_at(split);
+        let n: f64 = num.parse().ok()?;
+        let mult = match unit {
+            "" | "s" | "sec" | "second" | "seconds" => 1.0,
+            "ms" | "msec" => 0.001,
+            "us" | "usec" => 0.000_001,
+            "m" | "min" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86400.0,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(n * mult);
+    }
+    Some(total)
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Some(true),
+        "0" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Splits a command line as systemd does: whitespace, `"…"` and `'…'` quotes, `\` escapes.
+pub fn split_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (_, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(match n {
+                        'n' => '\n',
+                        't' => '\t',
+                        o => o,
+                    });
+                    in_word = true;
+                }
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    out
+}
+
+/// One `Exec*=` value (with its `-@+!:` prefixes).
+pub fn parse_cmd(v: &str) -> Option<Cmd> {
+    let mut rest = v.trim();
+    let mut cmd = Cmd {
+        argv: Vec::new(),
+        ignore_failure: false,
+        privileged: false,
+    };
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '-' => cmd.ignore_failure = true,
+            '+' | '!' => cmd.privileged = true,
+            '@' | ':' => {}
+            _ => break,
+        }
+        rest = &rest[1..];
+    }
+    cmd.argv = split_words(rest);
+    (!cmd.argv.is_empty()).then_some(cmd)
+}
+
+/// Applies entries (fragment, then drop-ins) to `unit`. Unknown keys are ignored, as systemd
+/// does (with a warning); a value that cannot work is an error.
+pub fn apply(unit: &mut Unit, path: &str, entries: &Entries) -> Result<(), ParseError> {
+    for (sec, key, val, line) in entries {
+        let err = |what: String| ParseError {
+            path: path.to_string(),
+            line: *line,
+            what,
+        };
+        let list = |l: &mut Vec<String>| {
+            if val.is_empty() {
+                l.clear();
+            } else {
+                l.extend(val.split_whitespace().map(canonical_name));
+            }
+        };
+        let s = &mut unit.service;
+        let cmds = |l: &mut Vec<Cmd>| {
+            if val.is_empty() {
+                l.clear();
+            } else if let Some(c) = parse_cmd(val) {
+                l.push(c);
+            }
+        };
+        match (sec.as_str(), key.as_str()) {
+            ("Unit", "Description") => unit.description = val.clone(),
+            ("Unit", "After") => list(&mut unit.after),
+            ("Unit", "Before") => list(&mut unit.before),
+            ("Unit", "Wants") => list(&mut unit.wants),
+            ("Unit", "Requires" | "BindsTo" | "Requisite") => list(&mut unit.requires),
+            ("Install", "WantedBy") => list(&mut unit.wanted_by),
+            ("Install", "RequiredBy") => list(&mut unit.required_by),
+            ("Install", "Alias") => list(&mut unit.aliases),
+            ("Service", "Type") => {
+                s.ty = match val.as_str() {
+                    "simple" | "" => Type::Simple,
+                    "exec" => Type::Exec,
+                    "forking" => Type::Forking,
+                    "oneshot" => Type::Oneshot,
+                    "notify" | "notify-reload" | "dbus" | "idle" => Type::Notify,
+                    other => return Err(err(format!("unknown Type={other}"))),
+                };
+                if val == "dbus" || val == "idle" {
+                    s.ty = Type::Simple;
+                }
+            }
+            ("Service", "ExecStartPre") => cmds(&mut s.exec_start_pre),
+            ("Service", "ExecStart") => cmds(&mut s.exec_start),
+            ("Service", "ExecStartPost") => cmds(&mut s.exec_start_post),
+            ("Service", "ExecReload") => cmds(&mut s.exec_reload),
+            ("Service", "ExecStop") => cmds(&mut s.exec_stop),
+            ("Service", "ExecStopPost") => cmds(&mut s.exec_stop_post),
+            ("Service", "PIDFile") => s.pid_file = (!val.is_empty()).then(|| val.into()),
+            ("Service", "Restart") => {
+                s.restart = match val.as_str() {
+                    "no" | "" => Restart::No,
+                    "always" => Restart::Always,
+                    "on-success" => Restart::OnSuccess,
+                    "on-failure" | "on-watchdog" => Restart::OnFailure,
+                    "on-abnormal" => Restart::OnAbnormal,
+                    "on-abort" => Restart::OnAbort,
+                    other => return Err(err(format!("unknown Restart={other}"))),
+                }
+            }
+            ("Service", "RestartSec" | "TimeoutStartSec" | "TimeoutStopSec" | "TimeoutSec") => {
+                let d = parse_timespan(val)
+                    .ok_or_else(|| err(format!("invalid time span {key}={val}")))?;
+                match key.as_str() {
+                    "RestartSec" => s.restart_sec = d,
+                    "TimeoutStartSec" => s.timeout_start = d,
+                    "TimeoutStopSec" => s.timeout_stop = d,
+                    _ => (s.timeout_start, s.timeout_stop) = (d, d),
+                }
+            }
+            ("Service", "RemainAfterExit") => {
+                s.remain_after_exit = parse_bool(val)
+                    .ok_or_else(|| err(format!("invalid boolean RemainAfterExit={val}")))?
+            }
+            ("Service", "User") => s.user = (!val.is_empty()).then(|| val.clone()),
+            ("Service", "Group") => s.group = (!val.is_empty()).then(|| val.clone()),
+            ("Service", "WorkingDirectory") => {
+                s.working_directory = (!val.is_empty()).then(|| val.clone())
+            }
+            ("Service", "SyslogIdentifier") => s.syslog_identifier = Some(val.clone()),
+            ("Service", "Environment") => {
+                if val.is_empty() {
+                    s.environment.clear();
+                }
+                for w in split_words(val) {
+                    match w.split_once('=') {
+                        Some((k, v)) => s.environment.push((k.to_string(), v.to_string())),
+                        None => return Err(err(format!("invalid Environment= item '{w}'"))),
+                    }
+                }
+            }
+            ("Service", "EnvironmentFile") => match val.strip_prefix('-') {
+                Some(p) => s.environment_files.push((p.into(), true)),
+                None if val.is_empty() => s.environment_files.clear(),
+                None => s.environment_files.push((val.into(), false)),
+            },
+            ("Service", "RuntimeDirectory") => {
+                for d in val.split_whitespace() {
+                    if d.starts_with('/') || d.split('/').any(|c| c == "..") {
+                        return Err(err(format!("invalid RuntimeDirectory={d}")));
+                    }
+                    s.runtime_directories.push(d.to_string());
+                }
+            }
+            _ => {}
+        }
+        if sec == "Install" {
+            unit.has_install = true;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a service can run at all (systemd's "Refusing" messages).
+fn validate(unit: &Unit) -> Result<(), String> {
+    if !unit.is_service() {
+        return Ok(());
+    }
+    let s = &unit.service;
+    if s.exec_start.is_empty() && s.exec_stop.is_empty() {
+        return Err("Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing.".into());
+    }
+    if s.exec_start.is_empty() && s.ty != Type::Oneshot {
+        return Err("Service has no ExecStart= setting, which is only allowed for Type=oneshot services. Refusing.".into());
+    }
+    if s.exec_start.len() > 1 && s.ty != Type::Oneshot {
+        return Err("Service has more than one ExecStart= setting, which is only allowed for Type=oneshot services. Refusing.".into());
+    }
+    for c in s.exec_start.iter().chain(&s.exec_start_pre) {
+        let exe = &c.argv[0];
+        if !exe.starts_with('/') && exe.contains('/') {
+            return Err(format!(
+                "Executable path is not absolute, ignoring: {}",
+                c.argv.join(" ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every unit found under `root` (the instance's `/` in production, a temp dir in tests),
+/// keyed by name; aliases map to their unit's name.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    pub units: BTreeMap<String, Unit>,
+    pub aliases: HashMap<String, String>,
+}
+
+fn in_root(root: &Path, abs: &str) -> PathBuf {
+    root.join(abs.trim_start_matches('/'))
+}
+
+fn is_unit_name(n: &str) -> bool {
+    (n.ends_with(".service") || n.ends_with(".target")) && !n.contains('@')
+}
+
+impl Registry {
+    /// Resolves a name (or alias) to the unit's name.
+    pub fn resolve(&self, name: &str) -> Option<&str> {
+        let n = canonical_name(name);
+        if let Some(u) = self.units.get(&n) {
+            return Some(&u.name);
+        }
+        self.aliases.get(&n).map(|s| s.as_str())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Unit> {
+        self.resolve(name).and_then(|n| self.units.get(n))
+    }
+
+    /// Loads every unit under `root`.
+    pub fn load_all(root: &Path) -> Registry {
+        let mut reg = Registry::default();
+        let mut links: Vec<(String, String)> = Vec::new();
+        for dir in UNIT_DIRS {
+            let d = in_root(root, dir);
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            let mut names: Vec<String> = rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| is_unit_name(n))
+                .collect();
+            names.sort();
+            for name in names {
+                if reg.units.contains_key(&name) || links.iter().any(|(a, _)| *a == name) {
+                    continue;
+                }
+                let p = d.join(&name);
+                match std::fs::read_link(&p) {
+                    Ok(t) if t == Path::new("/dev/null") => {
+                        reg.units.insert(
+                            name.clone(),
+                            Unit {
+                                name,
+                                fragment: Some(p),
+                                load: Some(Load::Masked),
+                                ..Unit::default()
+                            },
+                        );
+                    }
+                    Ok(t) => {
+                        let target = t
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        if target != name && is_unit_name(&target) {
+                            links.push((name, target));
+                        } else {
+                            reg.insert_parsed(root, &name, &p);
+                        }
+                    }
+                    Err(_) => reg.insert_parsed(root, &name, &p),
+                }
+            }
+        }
+        reg.add_sysv(root);
+        for (alias, target) in links {
+            if reg.units.contains_key(&target) {
+                reg.aliases.insert(alias, target);
+            }
+        }
+        let declared: Vec<(String, String)> = reg
+            .units
+            .values()
+            .flat_map(|u| u.aliases.iter().map(|a| (a.clone(), u.name.clone())))
+            .collect();
+        for (alias, target) in declared {
+            if !reg.units.contains_key(&alias) {
+                reg.aliases.entry(alias).or_insert(target);
+            }
+        }
+        reg
+    }
+
+    fn insert_parsed(&mut self, root: &Path, name: &str, path: &Path) {
+        let mut unit = Unit {
+            name: name.to_string(),
+            fragment: Some(path.to_path_buf()),
+            ..Unit::default()
+        };
+        let shown = |p: &Path| {
+            format!(
+                "/{}",
+                p.strip_prefix(root)
+                    .unwrap_or(p)
+                    .display()
+                    .to_string()
+                    .trim_start_matches('/')
+            )
+        };
+        let mut files = vec![path.to_path_buf()];
+        let mut dropins: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for dir in UNIT_DIRS.iter().rev() {
+            let d = in_root(root, dir).join(format!("{name}.d"));
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    let f = e.file_name().to_string_lossy().into_owned();
+                    if f.ends_with(".conf") {
+                        dropins.insert(f, e.path());
+                    }
+                }
+            }
+        }
+        unit.dropins = dropins.into_values().collect();
+        files.extend(unit.dropins.iter().cloned());
+        for f in &files {
+            let text = match std::fs::read_to_string(f) {
+                Ok(t) => t,
+                Err(e) => {
+                    unit.load = Some(Load::Error(format!("{}: {e}", shown(f))));
+                    break;
+                }
+            };
+            let result =
+                parse_ini(&shown(f), &text).and_then(|en| apply(&mut unit, &shown(f), &en));
+            if let Err(e) = result {
+                unit.load = Some(Load::Error(e.to_string()));
+                break;
+            }
+        }
+        if unit.load.is_none()
+            && let Err(e) = validate(&unit)
+        {
+            unit.load = Some(Load::Error(format!("{}: {e}", shown(path))));
+        }
+        self.units.insert(name.to_string(), unit);
+    }
+
+    /// `/etc/init.d/NAME` without a unit of that name: a generated `Type=forking` service.
+    fn add_sysv(&mut self, root: &Path) {
+        let d = in_root(root, "/etc/init.d");
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let script = e.file_name().to_string_lossy().into_owned();
+            let name = format!("{script}.service");
+            if script.starts_with('.') || script == "README" || self.units.contains_key(&name) {
+                continue;
+            }
+            let meta = e.metadata();
+            if !meta.is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            }) {
+                continue;
+            }
+            let path = format!("/etc/init.d/{script}");
+            let cmd = |verb: &str| Cmd {
+                argv: vec![path.clone(), verb.to_string()],
+                ignore_failure: false,
+                privileged: false,
+            };
+            let unit = Unit {
+                name: name.clone(),
+                fragment: None,
+                description: format!("LSB: {script}"),
+                sysv: Some(path.clone().into()),
+                service: Service {
+                    ty: Type::Forking,
+                    exec_start: vec![cmd("start")],
+                    exec_stop: vec![cmd("stop")],
+                    exec_reload: vec![cmd("reload")],
+                    remain_after_exit: true,
+                    timeout_start: Duration::from_secs(300),
+                    ..Service::default()
+                },
+                ..Unit::default()
+            };
+            self.units.insert(name, unit);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The instance's service manager, driven as a user would: unit files written by user data or
+//! over `ec2lab exec`, `systemctl`/`service`/`journalctl` inside the instance (the lab's own
+//! tools, bound over the host's on `lab-linux`), the real aws CLI for stop/start, and curl to
+//! the public IP for the web server a unit runs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The unit of a small web server (python3 comes from the host's /usr on lab-linux).
+const WEB_UNIT: &str = "[Unit]
+Description=Lab web server
+After=network.target
+
+[Service]
+WorkingDirectory=/srv/www
+ExecStart=/usr/bin/python3 -m http.server 80
+Restart=on-failure
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+";
+
+fn user_data(d: &Daemon, script: &str) -> String {
+    d.write_file("user-data.sh", script).display().to_string()
+}
+
+/// Launches lab-linux with a user data script; waits until it ran.
+fn launch(d: &Daemon, script: &str, extra: &[&str]) -> String {
+    let file = user_data(d, &format!("#!/bin/sh\n{script}\necho USERDATA-DONE\n"));
+    let ud = format!("file://{file}");
+    let id = d.run_instances(&[&["--user-data", ud.as_str()], extra].concat())[0].clone();
+    d.wait_state(&id, "running");
+    d.wait_console(&id, "USERDATA-DONE");
+    id
+}
+
+/// `exec` returning (exit code, stdout, stderr).
+fn sh(d: &Daemon, id: &str, script: &str) -> (i32, String, String) {
+    let o = d.exec(id, Some("root"), script);
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Polls `script` in the instance until its stdout contains `needle` (at most 30 s).
+fn wait_for(d: &Daemon, id: &str, script: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, err) = sh(d, id, script);
+        if out.contains(needle) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{script:?} never printed {needle:?}; last: {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn write_unit(name: &str, body: &str) -> String {
+    format!(
+        "mkdir -p /etc/systemd/system && cat > /etc/systemd/system/{name} <<'UNIT'\n{body}UNIT\n"
+    )
+}
+
+#[test]
+fn systemctl_verbs_answer_with_systemds_words_and_exit_codes() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let script = format!(
+        "mkdir -p /srv/www && echo hello-from-unit > /srv/www/index.html\n{}",
+        write_unit("web.service", WEB_UNIT)
+    );
+    let id = launch(&d, &script, &[]);
+
+    let (code, _, err) = sh(&d, &id, "systemctl start nosuch");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("Unit nosuch.service not found."), "{err}");
+    let (code, out, _) = sh(&d, &id, "systemctl is-active web");
+    assert_eq!((code, out.trim()), (3, "inactive"));
+    let (code, out, _) = sh(&d, &id, "systemctl is-enabled web");
+    assert_eq!((code, out.trim()), (1, "disabled"));
+
+    let (code, out, err) = sh(&d, &id, "systemctl enable --now web");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Created symlink /etc/systemd/system/multi-user.target.wants/web.service"),
+        "{out}"
+    );
+    let (code, out, _) = sh(&d, &id, "systemctl is-active web; systemctl is-enabled web");
+    assert_eq!((code, out.as_str()), (0, "active\nenabled\n"));
+    let status = wait_for(&d, &id, "systemctl status web", "Main PID:");
+    assert!(status.contains("Active: active (running)"), "{status}");
+    let page = wait_for(&d, &id, "curl -s http://127.0.0.1/", "hello-from-unit");
+    assert!(page.contains("hello-from-unit"));
+
+    let (code, out, err) = sh(&d, &id, "systemctl stop web; systemctl is-active web");
+    assert_eq!((code, out.trim()), (3, "inactive"), "{err}");
+    let (code, _, _) = sh(&d, &id, "systemctl status web");
+    assert_eq!(code, 3);
+    let (code, _, err) = sh(&d, &id, "systemctl status nosuch");
+    assert_eq!(code, 4);
+    assert!(
+        err.contains("Unit nosuch.service could not be found."),
+        "{err}"
+    );
+    let (code, out, err) = sh(&d, &id, "systemctl disable web");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Removed \"/etc/systemd/system/multi-user.target.wants/web.service\"."),
+        "{out}"
+    );
+    // A unit whose file is in /etc/systemd/system cannot be masked (systemd refuses too).
+    let (code, _, err) = sh(&d, &id, "systemctl mask web");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Failed to mask unit: File /etc/systemd/system/web.service already exists."),
+        "{err}"
+    );
+    let (code, out, _) = sh(&d, &id, "systemctl mask other; systemctl is-enabled other");
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("/etc/systemd/system/other.service \u{2192} /dev/null")
+            && out.trim_end().ends_with("masked"),
+        "{out}"
+    );
+    let (code, _, err) = sh(&d, &id, "systemctl start other");
+    assert_eq!(code, 1);
+    assert!(err.contains("Unit other.service is masked."), "{err}");
+    let (code, _, err) = sh(
+        &d,
+        &id,
+        "systemctl unmask other && systemctl restart web && systemctl is-active web",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = sh(&d, &id, "service web status");
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = sh(&d, &id, "systemctl list-units --type=service");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("web.service") && out.contains("loaded units listed."),
+        "{out}"
+    );
+    let (code, out, _) = sh(&d, &id, "systemctl list-unit-files");
+    assert_eq!(code, 0);
+    assert!(out.contains("web.service"), "{out}");
+    let (_, out, _) = sh(&d, &id, "journalctl -u web --no-pager");
+    assert!(out.contains("Started Lab web server."), "{out}");
+}
