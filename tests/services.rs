@@ -156,3 +156,156 @@ fn systemctl_verbs_answer_with_systemds_words_and_exit_codes() {
     let (_, out, _) = sh(&d, &id, "journalctl -u web --no-pager");
     assert!(out.contains("Started Lab web server."), "{out}");
 }
+
+/// A `Type=notify` service: python3 sends `READY=1` (and a status) to `$NOTIFY_SOCKET`.
+const NOTIFY_UNIT: &str = "[Service]
+Type=notify
+ExecStart=/usr/bin/python3 -c 'import os,socket,time; time.sleep(1); s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(os.environ[\"NOTIFY_SOCKET\"]); s.send(b\"READY=1\\\\nSTATUS=serving\"); time.sleep(3600)'
+";
+
+const CRASHY_UNIT: &str = "[Service]
+ExecStart=/bin/sleep 3600
+Restart=on-failure
+RestartSec=1
+";
+
+const BROKEN_UNIT: &str = "[Unit]
+Description=Broken on purpose
+this line is not an assignment
+[Service]
+ExecStart=/bin/true
+";
+
+const MISSING_UNIT: &str = "[Service]
+ExecStart=/usr/bin/no-such-binary --flag
+";
+
+const NO_PIDFILE_UNIT: &str = "[Service]
+Type=forking
+PIDFile=/run/never.pid
+ExecStart=/bin/sh -c 'sleep 3600 &'
+TimeoutStartSec=2
+";
+
+const CHATTY_UNIT: &str = "[Service]
+Type=oneshot
+RemainAfterExit=yes
+Environment=WHO=journal
+ExecStart=/bin/sh -c 'for i in 1 2 3 4 5; do echo line-$i from $WHO; done'
+";
+
+#[test]
+fn services_are_supervised_restarted_notified_and_logged() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let mut script = String::new();
+    for (name, body) in [
+        ("ready.service", NOTIFY_UNIT),
+        ("crashy.service", CRASHY_UNIT),
+        ("broken.service", BROKEN_UNIT),
+        ("missing.service", MISSING_UNIT),
+        ("nopid.service", NO_PIDFILE_UNIT),
+        ("chatty.service", CHATTY_UNIT),
+    ] {
+        script.push_str(&write_unit(name, body));
+    }
+    let id = launch(&d, &script, &[]);
+
+    // Type=notify: start returns once READY=1 arrived; STATUS= shows.
+    let (code, _, err) = sh(&d, &id, "systemctl start ready");
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = sh(&d, &id, "systemctl show ready -p ActiveState -p StatusText");
+    assert_eq!(out, "ActiveState=active\nStatusText=serving\n");
+
+    // Restart=on-failure: SIGKILL to the main process brings a new one.
+    sh(&d, &id, "systemctl start crashy");
+    let pid1 = sh(&d, &id, "systemctl show -p MainPID --value crashy").1;
+    assert_ne!(pid1.trim(), "0");
+    sh(&d, &id, &format!("kill -9 {}", pid1.trim()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = sh(
+            &d,
+            &id,
+            "systemctl show -p ActiveState -p MainPID -p NRestarts crashy",
+        );
+        if out.contains("ActiveState=active") && !out.contains(&format!("MainPID={}", pid1.trim()))
+        {
+            assert!(out.contains("NRestarts=1"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "crashy never came back: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, journal, _) = sh(&d, &id, "journalctl -u crashy");
+    assert!(
+        journal.contains("Main process exited, code=killed, signal=KILL"),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("Scheduled restart job, restart counter is at 1."),
+        "{journal}"
+    );
+
+    // A unit file with a syntax error: a clear message; the others are unaffected.
+    let (code, _, err) = sh(&d, &id, "systemctl start broken");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Unit broken.service has a bad unit file setting."),
+        "{err}"
+    );
+    let (_, out, _) = sh(&d, &id, "systemctl status broken");
+    assert!(
+        out.contains(
+            "/etc/systemd/system/broken.service:3: invalid line 'this line is not an assignment'"
+        ),
+        "{out}"
+    );
+
+    // A missing ExecStart binary: failed, 203/EXEC, said in the journal.
+    let (code, _, err) = sh(&d, &id, "systemctl start missing");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Job for missing.service failed"), "{err}");
+    let (code, out, _) = sh(
+        &d,
+        &id,
+        "systemctl is-failed missing; systemctl status missing",
+    );
+    assert_eq!(code, 3);
+    assert!(out.starts_with("failed\n"), "{out}");
+    assert!(out.contains("status=203/EXEC"), "{out}");
+    assert!(
+        out.contains("Failed to locate executable /usr/bin/no-such-binary"),
+        "{out}"
+    );
+
+    // A forking service that never writes its PID file: timeout, failed.
+    let (code, _, err) = sh(&d, &id, "systemctl start nopid");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("failed because a timeout was exceeded"),
+        "{err}"
+    );
+    let (_, out, _) = sh(&d, &id, "systemctl status nopid");
+    assert!(out.contains("Active: failed (Result: timeout)"), "{out}");
+
+    // journalctl -u NAME -n N, --since, and the unit's own environment.
+    sh(&d, &id, "systemctl start chatty");
+    let (_, out, _) = sh(&d, &id, "journalctl -u chatty -n 2 -o cat");
+    assert_eq!(out, "line-5 from journal\nFinished chatty.service.\n");
+    let (_, out, _) = sh(
+        &d,
+        &id,
+        "journalctl -u chatty --since '-10min' | grep -c 'from journal'",
+    );
+    assert_eq!(out.trim(), "5");
+    let (_, out, _) = sh(&d, &id, "journalctl -u chatty --since '2999-01-01'");
+    assert_eq!(out.trim(), "-- No entries --");
+    let (_, out, _) = sh(&d, &id, "systemctl status chatty");
+    assert!(
+        out.contains("line-5 from journal"),
+        "status shows the last lines: {out}"
+    );
+}

@@ -459,6 +459,21 @@ impl Manager {
         });
     }
 
+    /// Reads what a unit's processes wrote so far (before the manager logs their exit).
+    pub(crate) fn flush_output(&mut self, unit: &str) {
+        let mut i = 0;
+        while i < self.outputs.len() {
+            if self.outputs[i].unit == unit && !self.drain_output(i) {
+                let o = self.outputs.remove(i);
+                if !o.buf.is_empty() {
+                    self.record(&o.unit, &o.ident, o.pid, &String::from_utf8_lossy(&o.buf));
+                }
+                continue;
+            }
+            i += 1;
+        }
+    }
+
     /// Reads an output pipe; false at end of file.
     fn drain_output(&mut self, i: usize) -> bool {
         let mut buf = [0u8; 8192];
@@ -772,6 +787,16 @@ impl Manager {
                     ),
                 ),
             );
+        }
+        // A unit file written since the last load is loaded on first use, as systemd does.
+        let named: &[String] = match &req {
+            Request::Job { units, .. }
+            | Request::Status { units }
+            | Request::Show { units, .. } => units,
+            _ => &[],
+        };
+        if named.iter().any(|n| self.reg.get(n).is_none()) {
+            self.reg = Registry::load_all(&self.root);
         }
         match req {
             Request::Job {

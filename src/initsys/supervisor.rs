@@ -347,7 +347,12 @@ impl Manager {
         }
         let sub = if has_main { "running" } else { "exited" };
         self.set_state(name, Active::Active, sub);
-        self.log(name, &format!("Started {}.", unit.description()));
+        let word = if unit.service.ty == Type::Oneshot {
+            "Finished"
+        } else {
+            "Started"
+        };
+        self.log(name, &format!("{word} {}.", unit.description()));
     }
 
     /// A control or start step failed (exit status, exec failure, timeout).
@@ -504,6 +509,7 @@ impl Manager {
         let Some(name) = self.pids.remove(&pid) else {
             return false;
         };
+        self.flush_output(&name);
         let Some(unit) = self.reg.units.get(&name).cloned() else {
             return true;
         };
