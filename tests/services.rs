@@ -309,3 +309,126 @@ fn services_are_supervised_restarted_notified_and_logged() {
         "status shows the last lines: {out}"
     );
 }
+
+/// GET `http://ip/` from the host (through the front and the security group).
+fn curl(ip: &str) -> Option<String> {
+    let o = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "3", &format!("http://{ip}/")])
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Polls the page until it says `needle` (at most 30 s).
+fn wait_page(d: &Daemon, id: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ip = d.public_ip(id).expect("a public IP");
+        if curl(&ip).is_some_and(|p| p.contains(needle)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "http://{ip}/ never served {needle:?}; console:\n{}",
+            d.console(id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_enabled_web_server_comes_back_after_stop_start_reboot_and_a_daemon_restart() {
+    if !prerequisites(&["aws", "curl"]) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let sg = d.group_with_ingress("web", "80", "0.0.0.0/0");
+    // As in the tutorials: user data installs the page and enables the service, once.
+    let script = format!(
+        "mkdir -p /srv/www && echo hello-from-unit > /srv/www/index.html\n{}systemctl enable web\nsystemctl start web\necho once >> /var/tmp/userdata-runs\n",
+        write_unit("web.service", WEB_UNIT)
+    );
+    let id = launch(&d, &script, &["--security-group-ids", &sg]);
+    wait_page(&d, &id, "hello-from-unit");
+
+    d.aws_json(&["ec2", "stop-instances", "--instance-ids", &id]);
+    d.wait_state(&id, "stopped");
+    d.aws_json(&["ec2", "start-instances", "--instance-ids", &id]);
+    d.wait_state(&id, "running");
+    wait_page(&d, &id, "hello-from-unit");
+    let console = d.wait_console(&id, "unit(s) started at boot");
+    assert!(
+        console.contains("[  OK  ] Started Lab web server."),
+        "{console}"
+    );
+
+    // `reboot` from inside: the instance comes back running, the service with it.
+    sh(&d, &id, "reboot");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.console(&id).contains("restarting system") {
+        assert!(Instant::now() < deadline, "reboot did nothing");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.wait_state(&id, "running");
+    wait_page(&d, &id, "hello-from-unit");
+
+    assert!(d.stop().success());
+    d.restart();
+    d.wait_state(&id, "running");
+    wait_page(&d, &id, "hello-from-unit");
+    assert_eq!(
+        sh(&d, &id, "cat /var/tmp/userdata-runs").1,
+        "once\n",
+        "user data ran once; the service came back by itself"
+    );
+
+    // `poweroff` / `shutdown -h now` from inside: stopped, as on EC2, without complaint.
+    let (code, out, err) = sh(&d, &id, "poweroff");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("System has not been booted"), "{err}");
+    d.wait_state(&id, "stopped");
+    d.aws_json(&["ec2", "start-instances", "--instance-ids", &id]);
+    d.wait_state(&id, "running");
+    wait_page(&d, &id, "hello-from-unit");
+    let (code, _, err) = sh(&d, &id, "shutdown -h now");
+    assert_eq!(code, 0, "{err}");
+    d.wait_state(&id, "stopped");
+}
+
+#[test]
+fn stopping_an_instance_stops_its_units_in_reverse_order() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let unit = |name: &str, after: &str| {
+        format!(
+            "[Unit]\nAfter={after}\n[Service]\nExecStart=/bin/sleep 3600\nExecStop=/bin/sh -c 'echo {name} >> /var/tmp/stops'\n[Install]\nWantedBy=multi-user.target\n"
+        )
+    };
+    let script = format!(
+        "{}{}systemctl enable --now db app\n",
+        write_unit("db.service", &unit("db", "network.target")),
+        write_unit("app.service", &unit("app", "db.service"))
+    );
+    let id = launch(&d, &script, &[]);
+    d.aws_json(&["ec2", "reboot-instances", "--instance-ids", &id]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = sh(
+            &d,
+            &id,
+            "systemctl is-active db app; cat /var/tmp/stops 2>/dev/null",
+        );
+        if out.starts_with("active\nactive\n") && out.contains("app\ndb\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "units never stopped in order and came back: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
