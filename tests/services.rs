@@ -432,3 +432,79 @@ fn stopping_an_instance_stops_its_units_in_reverse_order() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A SysV script as old packages ship it: start forks a daemon and writes its pid.
+const INIT_SCRIPT: &str = "#!/bin/sh
+case \"$1\" in
+  start) /bin/sleep 3600 >/dev/null 2>&1 & echo $! > /run/legacy.pid; echo legacy started ;;
+  stop) kill $(cat /run/legacy.pid) && rm -f /run/legacy.pid; echo legacy stopped ;;
+  status) [ -f /run/legacy.pid ] && echo running || { echo stopped; exit 3; } ;;
+  hello) echo hello from the script ;;
+  *) echo \"Usage: $0 {start|stop|status}\"; exit 1 ;;
+esac
+";
+
+#[test]
+fn service_runs_sysv_scripts_and_aliases_name_the_same_unit() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let script = format!(
+        "mkdir -p /etc/init.d && cat > /etc/init.d/legacy <<'SCRIPT'\n{INIT_SCRIPT}SCRIPT\nchmod 755 /etc/init.d/legacy\n{}",
+        write_unit(
+            "mariadb.service",
+            "[Service]\nExecStart=/bin/sleep 3600\n[Install]\nWantedBy=multi-user.target\nAlias=mysql.service\n"
+        )
+    );
+    let id = launch(&d, &script, &[]);
+
+    let (code, out, err) = sh(
+        &d,
+        &id,
+        "service legacy start && systemctl is-active legacy",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with("active\n"), "{out}");
+    let (_, out, _) = sh(&d, &id, "journalctl -u legacy -o cat");
+    assert!(out.contains("legacy started"), "{out}");
+    assert_eq!(
+        sh(&d, &id, "service legacy hello").1,
+        "hello from the script\n"
+    );
+    let (code, _, err) = sh(&d, &id, "service legacy stop; test ! -e /run/legacy.pid");
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = sh(
+        &d,
+        &id,
+        "systemctl enable legacy; ls /etc/rc3.d; systemctl is-enabled legacy",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("S01legacy") && out.ends_with("enabled\n"),
+        "{out}"
+    );
+
+    let (code, out, err) = sh(
+        &d,
+        &id,
+        "systemctl start mysql && systemctl is-active mariadb && systemctl is-active mysql.service",
+    );
+    assert_eq!((code, out.as_str()), (0, "active\nactive\n"), "{err}");
+    let (code, out, _) = sh(
+        &d,
+        &id,
+        "systemctl enable mariadb; systemctl is-enabled mysql",
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(
+            "/etc/systemd/system/mysql.service \u{2192} /etc/systemd/system/mariadb.service"
+        ),
+        "{out}"
+    );
+    assert!(out.ends_with("alias\n"), "{out}");
+    let (code, _, err) = sh(&d, &id, "service nosuch start");
+    assert_eq!(code, 5);
+    assert!(err.contains("Unit nosuch.service not found."), "{err}");
+}

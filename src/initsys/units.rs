@@ -681,3 +681,78 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn drop_ins_aliases_masks_errors_and_sysv_scripts_load() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(
+            r,
+            "lib/systemd/system/mariadb.service",
+            "[Unit]\nDescription=MariaDB\n[Service]\nType=notify\nExecStart=/usr/sbin/mariadbd \\\n  --flag\nRestart=on-abort\n[Install]\nWantedBy=multi-user.target\nAlias=mysql.service mysqld.service\n",
+        );
+        write(
+            r,
+            "etc/systemd/system/mariadb.service.d/10-env.conf",
+            "[Service]\nEnvironment=A=1 \"B=two words\"\nRestart=always\n",
+        );
+        write(
+            r,
+            "etc/systemd/system/bad.service",
+            "[Service]\nExecStart=/bin/true\nnot an assignment\n",
+        );
+        write(
+            r,
+            "etc/systemd/system/noexec.service",
+            "[Service]\nType=simple\n",
+        );
+        std::os::unix::fs::symlink("/dev/null", r.join("etc/systemd/system/masked.service"))
+            .unwrap();
+        write(r, "etc/init.d/legacy", "#!/bin/sh\n");
+        std::fs::set_permissions(
+            r.join("etc/init.d/legacy"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let reg = Registry::load_all(r);
+        let m = reg.get("mysql").expect("alias resolves");
+        assert_eq!(m.name, "mariadb.service");
+        assert_eq!(m.service.ty, Type::Notify);
+        assert_eq!(m.service.restart, Restart::Always, "the drop-in wins");
+        assert_eq!(
+            m.service.exec_start[0].argv,
+            vec!["/usr/sbin/mariadbd", "--flag"]
+        );
+        assert_eq!(
+            m.service.environment,
+            vec![("A".into(), "1".into()), ("B".into(), "two words".into())]
+        );
+        assert_eq!(
+            reg.get("bad").unwrap().load_state(),
+            &Load::Error("/etc/systemd/system/bad.service:3: invalid line 'not an assignment' (expected Key=Value)".into())
+        );
+        assert!(
+            matches!(reg.get("noexec").unwrap().load_state(), Load::Error(e) if e.contains("Refusing"))
+        );
+        assert_eq!(reg.get("masked").unwrap().load_state(), &Load::Masked);
+        let legacy = reg.get("legacy").unwrap();
+        assert_eq!(legacy.service.ty, Type::Forking);
+        assert_eq!(
+            legacy.service.exec_start[0].argv,
+            vec!["/etc/init.d/legacy", "start"]
+        );
+        assert_eq!(parse_timespan("1min 30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_timespan("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timespan("soon"), None);
+    }
+}
