@@ -18,6 +18,7 @@ pub mod client;
 pub mod ctl;
 pub mod deps;
 pub mod install;
+pub mod jobs;
 pub mod journal;
 pub mod manager;
 pub mod notify;
