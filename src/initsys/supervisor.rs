@@ -8,7 +8,7 @@
 //! whether it comes back after `RestartSec` (at most 5 starts in 10 s, as systemd's default
 //! start limit). Stop: `ExecStop` with `$MAINPID` → SIGTERM to the main process, its process
 //! group and every process carrying the unit's marker → SIGKILL after `TimeoutStopSec` →
-//! `ExecStopPost` → inactive.
+//! `ExecStopPost` → inactive. What drives it (exits, timers, PID files) is in `watch`.
 
 use std::time::{Duration, Instant};
 
@@ -106,10 +106,6 @@ impl Default for Run {
 const START_LIMIT_BURST: usize = 5;
 const START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
 
-fn ok(st: WaitStatus) -> bool {
-    st == WaitStatus::Exited(0)
-}
-
 /// `status=1/FAILURE`, `signal=KILL` — as systemctl prints an exit.
 pub fn describe_exit(st: WaitStatus) -> String {
     match st {
@@ -157,7 +153,7 @@ pub fn signal_name(s: i32) -> String {
 }
 
 impl Manager {
-    fn run_mut(&mut self, name: &str) -> &mut Run {
+    pub(crate) fn run_mut(&mut self, name: &str) -> &mut Run {
         self.runs.entry(name.to_string()).or_default()
     }
 
@@ -320,7 +316,7 @@ impl Manager {
         }
     }
 
-    fn running_sub(&mut self, name: &str) -> &'static str {
+    pub(crate) fn running_sub(&mut self, name: &str) -> &'static str {
         if self.run_mut(name).main_pid.is_some() {
             "running"
         } else {
@@ -328,7 +324,7 @@ impl Manager {
         }
     }
 
-    fn started(&mut self, name: &str) {
+    pub(crate) fn started(&mut self, name: &str) {
         let Some(unit) = self.reg.units.get(name).cloned() else {
             return;
         };
@@ -356,7 +352,7 @@ impl Manager {
     }
 
     /// A control or start step failed (exit status, exec failure, timeout).
-    fn step_failed(&mut self, name: &str, phase: Phase, result: &'static str) {
+    pub(crate) fn step_failed(&mut self, name: &str, phase: Phase, result: &'static str) {
         let stopping = matches!(phase, Phase::Stop(_) | Phase::StopPost(_));
         if stopping {
             self.advance(
@@ -399,7 +395,7 @@ impl Manager {
         self.maybe_restart(name);
     }
 
-    fn dead(&mut self, name: &str) {
+    pub(crate) fn dead(&mut self, name: &str) {
         let r = self.run_mut(name);
         r.main_pid = None;
         r.control_pid = None;
@@ -424,7 +420,7 @@ impl Manager {
         }
     }
 
-    fn maybe_restart(&mut self, name: &str) {
+    pub(crate) fn maybe_restart(&mut self, name: &str) {
         let Some(unit) = self.reg.units.get(name).cloned() else {
             return;
         };
@@ -504,185 +500,6 @@ impl Manager {
         );
     }
 
-    /// A child of PID 1 exited. True if it belonged to a unit.
-    pub fn child_exited(&mut self, pid: i32, st: WaitStatus) -> bool {
-        let Some(name) = self.pids.remove(&pid) else {
-            return false;
-        };
-        self.flush_output(&name);
-        let Some(unit) = self.reg.units.get(&name).cloned() else {
-            return true;
-        };
-        let r = self.run_mut(&name);
-        let phase = r.phase;
-        if r.control_pid == Some(pid) {
-            r.control_pid = None;
-            let setting = setting_of(phase);
-            r.last_exit = Some((pid, setting, String::new(), st));
-            let ignore = cmd_at(&unit.service, phase).is_some_and(|c| c.ignore_failure);
-            if !ok(st) && !ignore {
-                self.log(
-                    &name,
-                    &format!("Control process exited, {}", describe_exit(st)),
-                );
-                let res = if matches!(st, WaitStatus::Signaled(_)) {
-                    "signal"
-                } else {
-                    "exit-code"
-                };
-                self.step_failed(&name, phase, res);
-                return true;
-            }
-            if let Phase::Start(_) = phase
-                && unit.service.ty == Type::Forking
-                && unit.service.pid_file.is_some()
-            {
-                self.advance(&name, Phase::Start(usize::MAX));
-            } else {
-                self.advance(&name, next(phase));
-            }
-            return true;
-        }
-        if r.main_pid == Some(pid) {
-            r.main_pid = None;
-            r.last_exit = Some((pid, "ExecStart", String::new(), st));
-            match phase {
-                Phase::StopSignal => self.advance(&name, Phase::StopPost(0)),
-                Phase::Stop(_) => {}
-                Phase::WaitReady | Phase::StartPost(_) | Phase::WaitPidFile => {
-                    self.log(
-                        &name,
-                        &format!("Main process exited, {}", describe_exit(st)),
-                    );
-                    self.fail(
-                        &name,
-                        if matches!(st, WaitStatus::Signaled(_)) {
-                            "signal"
-                        } else {
-                            "exit-code"
-                        },
-                    );
-                }
-                Phase::Running | Phase::Reload(_) => {
-                    self.log(
-                        &name,
-                        &format!("Main process exited, {}", describe_exit(st)),
-                    );
-                    let r = self.run_mut(&name);
-                    r.result = match st {
-                        WaitStatus::Exited(0) => "success",
-                        WaitStatus::Exited(_) => "exit-code",
-                        WaitStatus::Signaled(_) => "signal",
-                    };
-                    if r.result == "success" && unit.service.remain_after_exit {
-                        self.set_state(&name, Active::Active, "exited");
-                        return true;
-                    }
-                    if let Some(pid) = self.run_mut(&name).control_pid.take() {
-                        let _ = sys::kill(pid, libc::SIGKILL);
-                    }
-                    self.signal_all(&name, libc::SIGTERM);
-                    self.advance(&name, Phase::StopPost(0));
-                }
-                _ => {}
-            }
-        }
-        true
-    }
-
-    /// Timers: start/stop timeouts, PID files being waited for, restarts that are due.
-    pub(crate) fn tick(&mut self) {
-        let now = Instant::now();
-        let names: Vec<String> = self.runs.keys().cloned().collect();
-        for name in names {
-            let r = self.run_mut(&name);
-            let phase = r.phase;
-            if phase == Phase::WaitPidFile && self.check_pid_file(&name) {
-                self.advance(&name, Phase::StartPost(0));
-                continue;
-            }
-            let r = self.run_mut(&name);
-            let Some(d) = r.deadline else { continue };
-            if now < d {
-                continue;
-            }
-            match phase {
-                Phase::AutoRestart => {
-                    r.deadline = None;
-                    self.begin_start(&name);
-                }
-                Phase::StopSignal | Phase::Stop(_) | Phase::StopPost(_) => {
-                    if r.killed {
-                        self.advance(&name, Phase::StopPost(usize::MAX));
-                        continue;
-                    }
-                    r.killed = true;
-                    r.deadline = Some(now + Duration::from_secs(2));
-                    self.log(&name, "State 'stop-sigterm' timed out. Killing.");
-                    self.signal_all(&name, libc::SIGKILL);
-                }
-                Phase::Running | Phase::Idle => r.deadline = None,
-                _ => {
-                    let what = if phase == Phase::WaitPidFile {
-                        "start operation timed out (no PID file written). Terminating."
-                    } else {
-                        "start operation timed out. Terminating."
-                    };
-                    self.log(&name, what);
-                    self.fail(&name, "timeout");
-                }
-            }
-        }
-    }
-
-    /// The earliest deadline of any unit.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let mut d = self.runs.values().filter_map(|r| r.deadline).min();
-        if self.runs.values().any(|r| r.phase == Phase::WaitPidFile) {
-            let soon = Instant::now() + Duration::from_millis(50);
-            d = Some(d.map_or(soon, |x| x.min(soon)));
-        }
-        d
-    }
-
-    /// Reads the PID file; true once it names a live process (then the main PID).
-    fn check_pid_file(&mut self, name: &str) -> bool {
-        let Some(path) = self
-            .reg
-            .units
-            .get(name)
-            .and_then(|u| u.service.pid_file.clone())
-        else {
-            return true;
-        };
-        let Some(pid) = std::fs::read_to_string(self.in_root(&path))
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-            .filter(|p| *p > 1)
-        else {
-            return false;
-        };
-        if sys::kill(pid, 0).is_err() {
-            return false;
-        }
-        self.run_mut(name).main_pid = Some(pid);
-        self.pids.insert(pid, name.to_string());
-        true
-    }
-
-    /// Sends `sig` to the unit's main process, its process group, and every process that
-    /// carries the unit's marker in its environment.
-    pub(crate) fn signal_all(&mut self, name: &str, sig: i32) {
-        let r = self.run_mut(name);
-        for pid in [r.main_pid, r.control_pid].into_iter().flatten() {
-            let _ = sys::kill(pid, sig);
-            let _ = sys::kill(-pid, sig);
-        }
-        for pid in super::manager::marked_processes(name) {
-            let _ = sys::kill(pid, sig);
-        }
-    }
-
     /// Reload: `ExecReload` with `$MAINPID`. False when the unit has none.
     pub(crate) fn begin_reload(&mut self, name: &str) -> bool {
         let Some(unit) = self.reg.units.get(name) else {
@@ -699,7 +516,7 @@ impl Manager {
     }
 }
 
-fn next(p: Phase) -> Phase {
+pub(crate) fn next(p: Phase) -> Phase {
     match p {
         Phase::StartPre(i) => Phase::StartPre(i.saturating_add(1)),
         Phase::Start(i) => Phase::Start(i.saturating_add(1)),
@@ -708,29 +525,5 @@ fn next(p: Phase) -> Phase {
         Phase::Stop(i) => Phase::Stop(i.saturating_add(1)),
         Phase::StopPost(i) => Phase::StopPost(i.saturating_add(1)),
         other => other,
-    }
-}
-
-fn setting_of(p: Phase) -> &'static str {
-    match p {
-        Phase::StartPre(_) => "ExecStartPre",
-        Phase::Start(_) => "ExecStart",
-        Phase::StartPost(_) => "ExecStartPost",
-        Phase::Reload(_) => "ExecReload",
-        Phase::Stop(_) => "ExecStop",
-        Phase::StopPost(_) => "ExecStopPost",
-        _ => "ExecStart",
-    }
-}
-
-fn cmd_at(s: &super::units::Service, p: Phase) -> Option<&Cmd> {
-    match p {
-        Phase::StartPre(i) => s.exec_start_pre.get(i),
-        Phase::Start(i) => s.exec_start.get(i),
-        Phase::StartPost(i) => s.exec_start_post.get(i),
-        Phase::Reload(i) => s.exec_reload.get(i),
-        Phase::Stop(i) => s.exec_stop.get(i),
-        Phase::StopPost(i) => s.exec_stop_post.get(i),
-        _ => None,
     }
 }
