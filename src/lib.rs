@@ -30,6 +30,7 @@ pub mod datadir;
 pub mod front;
 pub mod gateway;
 pub mod imds;
+pub mod initsys;
 pub mod keys;
 pub mod ratelimit;
 pub mod runtime;

@@ -6,6 +6,15 @@ use clap::Parser;
 use ec2lab::cli::{Cli, Command};
 
 fn main() {
+    // Inside an instance this binary is also `systemctl`, `journalctl`, `service`, `poweroff`…
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let tool = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if ec2lab::initsys::client::TOOLS.contains(&tool.as_str()) {
+        ec2lab::initsys::client::main(&tool, std::env::args().skip(1).collect());
+    }
     // Hidden helper modes: single-threaded, before anything else runs.
     let mut args = std::env::args();
     match args.nth(1).as_deref() {

@@ -415,6 +415,7 @@ impl Runtime {
             volume_files,
             volume_loop: None,
             proc_view: self.proc_view.get().map(|v| v.proc_dir()),
+            tools_exe: Some(self.exe.clone()),
         }
     }
 
@@ -831,14 +832,27 @@ pub fn init_entry(argv: &[String], payload: Option<&str>) -> ! {
         instance_id: id,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    sandbox::init_main(cfg, move || match ctx {
-        Some(Ok(ctx)) => {
-            if let Err(e) = crate::userdata::boot(&ctx) {
-                println!("ec2lab-init: user data: {e}");
+    sandbox::init_main(cfg, move || {
+        let mut started = false;
+        let mut services = || {
+            started = true;
+            crate::initsys::boot_units()
+        };
+        match ctx {
+            Some(Ok(ctx)) => {
+                if let Err(e) = crate::userdata::boot(&ctx, &mut services) {
+                    println!("ec2lab-init: user data: {e}");
+                }
+            }
+            Some(Err(e)) => println!("ec2lab-init: the boot context is not valid: {e}"),
+            None => println!("ec2lab-init: no boot context was handed to init"),
+        }
+        // User data that failed before its final stage still gets the enabled units.
+        if !started {
+            for l in crate::initsys::boot_units() {
+                println!("{l}");
             }
         }
-        Some(Err(e)) => println!("ec2lab-init: the boot context is not valid: {e}"),
-        None => println!("ec2lab-init: no boot context was handed to init"),
     })
 }
 

@@ -2,17 +2,23 @@
 //! orphans, and shutdown.
 //!
 //! Order: refuse to run unless PID 1 → block the signals below and read them from a signalfd
-//! → create the `/run/initctl` FIFO → banner → fork `boot` (signals reset, oom_score_adj 0,
-//! own session; its stdout/stderr are the console) → loop: reap children, wait for a
-//! shutdown request → TERM everything (`kill(-1)`), wait up to `shutdown_grace`, KILL the
-//! rest → exit with the code below.
+//! → create the `/run/initctl` FIFO → banner → the service manager (`initsys`: its sockets and
+//! unit files) → fork `boot` (signals reset, oom_score_adj 0, own session; its stdout/stderr
+//! are the console; it asks the manager to start the enabled units between cloud-init's config
+//! and final stages) → loop: reap children (each one told to the manager), serve the manager's
+//! descriptors and timers, wait for a shutdown request → stop the units in reverse order
+//! (within 4/5 of `shutdown_grace`) → TERM everything (`kill(-1)`), wait up to
+//! `shutdown_grace`, KILL the rest → exit with the code below.
+//!
+//! The manager runs under `catch_unwind`: a bug in it ends the manager, never PID 1.
 //!
 //! Shutdown requests and the **exit-code contract** (the daemon is init's parent and reads it):
 //!
 //! | request | sender | exit |
 //! |---|---|---|
 //! | SIGTERM, SIGINT, SIGPWR | host (the daemon's `stop`; sender pid 0 in the namespace) | `EXIT_HOST_STOP` = 0 |
-//! | `poweroff`/`halt`/`shutdown -h` via `/run/initctl` (runlevel 0, what sysvinit's and systemd's tools write when PID 1 is not systemd) | instance | `EXIT_POWEROFF` = 100 |
+//! | `poweroff`/`halt`/`shutdown -h` via `/run/initctl` (runlevel 0, what sysvinit's and systemd's tools write when PID 1 is not systemd), or the lab's `poweroff`/`systemctl poweroff` over the manager's socket | instance | `EXIT_POWEROFF` = 100 |
+//! | `reboot`, `shutdown -r`, `systemctl reboot` over the manager's socket | instance | `EXIT_REBOOT` = 101 |
 //! | SIGUSR1 (busybox halt), SIGUSR2 (busybox poweroff), SIGPWR, SIGRTMIN+3/+4 (systemd halt/poweroff) | instance | `EXIT_POWEROFF` = 100 |
 //! | `reboot` via `/run/initctl` (runlevel 6), SIGTERM (busybox reboot), SIGINT (ctrl-alt-del), SIGRTMIN+5 | instance | `EXIT_REBOOT` = 101 |
 //! | SIGRTMIN+5 / SIGUSR2 from the host | host | 101 / 100 (the daemon may use them for reboot) |
@@ -29,6 +35,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::sys::{self, Fork, WaitStatus};
+use crate::initsys::Manager;
+use crate::initsys::ctl::Power;
 
 /// Init's exit code after a stop requested by the host.
 pub const EXIT_HOST_STOP: i32 = 0;
@@ -197,14 +205,19 @@ pub fn init_main(cfg: InitConfig, boot: impl FnOnce()) -> ! {
         })
         .ok();
     con.line(&format!("booting instance {}", cfg.instance_id));
+    let mut mgr =
+        std::panic::catch_unwind(|| Manager::new(std::path::Path::new("/"), cfg.shutdown_grace))
+            .map_err(|_| con.line("the service manager failed to start; no units"))
+            .ok();
 
-    let boot_pid = match spawn_boot(
-        boot,
-        &[
-            sfd.as_raw_fd(),
-            initctl.as_ref().map_or(-1, |f| f.as_raw_fd()),
-        ],
-    ) {
+    let mut close = vec![
+        sfd.as_raw_fd(),
+        initctl.as_ref().map_or(-1, |f| f.as_raw_fd()),
+    ];
+    if let Some(m) = &mgr {
+        close.extend(m.pollfds().iter().map(|p| p.fd));
+    }
+    let boot_pid = match spawn_boot(boot, &close) {
         Ok(pid) => Some(pid),
         Err(e) => {
             con.line(&format!("cannot start boot: {e}"));
@@ -217,8 +230,34 @@ pub fn init_main(cfg: InitConfig, boot: impl FnOnce()) -> ! {
         sfd.as_fd(),
         initctl.as_ref().map(|f| f.as_fd()),
         boot_pid,
+        &mut mgr,
     );
     con.line(&format!("{}; stopping all processes", reason.text()));
+    let units_limit = cfg.shutdown_grace * 4 / 5;
+    let fd = sfd.as_fd();
+    guard(&mut mgr, &con, |m| {
+        m.stop_all(units_limit, &mut |m, step| {
+            let mut pfds = vec![libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            pfds.extend(m.pollfds());
+            // SAFETY: valid pollfd array of the given length.
+            unsafe {
+                libc::poll(
+                    pfds.as_mut_ptr(),
+                    pfds.len() as libc::nfds_t,
+                    step.as_millis() as i32,
+                )
+            };
+            while let Ok(Some(_)) = sys::read_signalfd(fd) {}
+            while let Ok(Some((pid, st))) = sys::reap_any() {
+                m.child_exited(pid, st);
+            }
+            m.handle(&pfds[1..]);
+        })
+    });
     let _ = sys::kill(-1, libc::SIGTERM);
     if !wait_until_alone(sfd.as_fd(), cfg.shutdown_grace) {
         con.line(&format!(
@@ -267,7 +306,28 @@ fn spawn_boot(boot: impl FnOnce(), close: &[i32]) -> io::Result<libc::pid_t> {
     }
 }
 
-fn reap_all(con: Option<&Console>, boot_pid: Option<libc::pid_t>) {
+/// Runs `f` on the manager; a panic ends the manager (never PID 1).
+fn guard<T>(
+    mgr: &mut Option<Manager>,
+    con: &Console,
+    f: impl FnOnce(&mut Manager) -> T,
+) -> Option<T> {
+    let m = mgr.as_mut()?;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m))) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            con.line("the service manager failed; services keep running without it");
+            *mgr = None;
+            None
+        }
+    }
+}
+
+fn reap_all(
+    con: Option<&Console>,
+    boot_pid: Option<libc::pid_t>,
+    mut on_exit: impl FnMut(libc::pid_t, WaitStatus),
+) {
     while let Ok(Some((pid, st))) = sys::reap_any() {
         if Some(pid) == boot_pid
             && let Some(con) = con
@@ -275,6 +335,7 @@ fn reap_all(con: Option<&Console>, boot_pid: Option<libc::pid_t>) {
         {
             con.line(&format!("boot finished with status {}", st.code()));
         }
+        on_exit(pid, st);
     }
 }
 
@@ -283,6 +344,7 @@ fn wait_for_shutdown(
     sfd: BorrowedFd<'_>,
     initctl: Option<BorrowedFd<'_>>,
     boot_pid: Option<libc::pid_t>,
+    mgr: &mut Option<Manager>,
 ) -> Reason {
     loop {
         let mut pfds = vec![libc::pollfd {
@@ -297,17 +359,36 @@ fn wait_for_shutdown(
                 revents: 0,
             });
         }
+        let base = pfds.len();
+        let timeout = guard(mgr, con, |m| {
+            pfds.extend(m.pollfds());
+            m.timeout()
+        })
+        .flatten()
+        .map_or(-1, |d| d.as_millis().min(60_000) as i32 + 1);
         // SAFETY: valid pollfd array of the given length.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if r < 0 {
             continue;
         }
         while let Ok(Some((sig, sender))) = sys::read_signalfd(sfd) {
             if sig == libc::SIGCHLD {
-                reap_all(Some(con), boot_pid);
+                reap_all(Some(con), boot_pid, |pid, st| {
+                    guard(mgr, con, |m| m.child_exited(pid, st));
+                });
             } else if let Some(reason) = classify(sig, sender == 0) {
                 return reason;
             }
+        }
+        let power = guard(mgr, con, |m| {
+            m.handle(&pfds[base..]);
+            m.power.take()
+        })
+        .flatten();
+        match power {
+            Some(Power::Reboot) => return Reason::Reboot,
+            Some(_) => return Reason::Poweroff,
+            None => {}
         }
         if let Some(fd) = initctl {
             let mut buf = [0u8; INITRQ_LEN];
@@ -344,7 +425,7 @@ fn wait_until_alone(sfd: BorrowedFd<'_>, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         while let Ok(Some(_)) = sys::read_signalfd(sfd) {}
-        reap_all(None, None);
+        reap_all(None, None, |_, _| {});
         if !others_alive() {
             return true;
         }

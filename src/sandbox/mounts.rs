@@ -11,6 +11,11 @@
 //! 6. `/dev`: tmpfs with null zero full random urandom tty, `ptmx -> pts/ptmx`, fd links,
 //!    devpts (newinstance, ptmxmode=0666), shm tmpfs; then `/dev` itself is made read-only
 //! 7. `/run`: a fresh tmpfs (with `lock/` and `ec2lab/`), as after a reboot
+//! 8. the instance's tools (`tools_exe`, the daemon's binary): bound read-only at
+//!    `/run/ec2lab/ctl`, and over `systemctl`, `journalctl`, `service`, `poweroff`… where the
+//!    image has them as regular files; where it has nothing there and can run a glibc binary,
+//!    a symlink to `/run/ec2lab/ctl`; a symlink of the image (busybox applets) is left alone.
+//!    Best effort: a failure here leaves the tools out, never fails the launch.
 //!
 //! Every target inside the root is resolved with `openat2(RESOLVE_IN_ROOT)` and mounted through
 //! `/proc/self/fd/N`, so a symlink planted in the image or in the persistent upper layer (e.g.
@@ -122,6 +127,10 @@ pub(crate) enum Op {
     Symlink {
         target: String,
         link: &'static str,
+    },
+    /// The instance's tools (step 8).
+    Tools {
+        exe: PathBuf,
     },
     /// Make an existing mount read-only (bind remount), keeping `flags`.
     RemountReadOnly {
@@ -256,7 +265,67 @@ pub(crate) fn plan(spec: &LaunchSpec) -> Vec<Op> {
         mode: 0o755,
         owner: root,
     });
+    if let Some(exe) = &spec.tools_exe {
+        ops.push(Op::Tools { exe: exe.clone() });
+    }
     ops
+}
+
+/// Where the tools' binary is bound inside the instance.
+const TOOLS_COPY: &str = "run/ec2lab/ctl";
+/// The tool paths (directory, name) bound or linked to it.
+const TOOL_PATHS: &[(&str, &str)] = &[
+    ("usr/bin", "systemctl"),
+    ("usr/bin", "journalctl"),
+    ("usr/bin", "systemd-notify"),
+    ("usr/sbin", "service"),
+    ("usr/sbin", "poweroff"),
+    ("usr/sbin", "reboot"),
+    ("usr/sbin", "halt"),
+    ("usr/sbin", "shutdown"),
+];
+
+/// Step 8 (best effort, see the module docs).
+fn bind_tools(root: BorrowedFd<'_>, exe: &Path, userns: Option<BorrowedFd<'_>>) {
+    if bind_read_only(root, exe, TOOLS_COPY, userns).is_err() {
+        return;
+    }
+    let glibc = matches!(
+        resolve_existing(root, "lib64/ld-linux-x86-64.so.2"),
+        Ok(Some(_))
+    );
+    for (dir, name) in TOOL_PATHS {
+        let Ok(dir_c) = sys::cstring(dir) else {
+            continue;
+        };
+        let Ok(dfd) = sys::openat2(
+            root,
+            &dir_c,
+            libc::O_DIRECTORY | libc::O_RDONLY,
+            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+        ) else {
+            continue;
+        };
+        let Ok(name_c) = sys::cstring(name) else {
+            continue;
+        };
+        // SAFETY: zeroed stat is a valid out-parameter.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid dir fd, name and out-parameter.
+        let r = unsafe {
+            libc::fstatat(
+                std::os::fd::AsRawFd::as_raw_fd(&dfd),
+                name_c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            let _ = bind_read_only(root, exe, &format!("{dir}/{name}"), userns);
+        } else if r < 0 && glibc {
+            let _ = sys::symlinkat(c"/run/ec2lab/ctl", dfd.as_fd(), &name_c);
+        }
+    }
 }
 
 /// A failed operation: the step and the path or value it failed on.
@@ -532,6 +601,7 @@ pub(crate) fn apply(
             Op::BindReadOnly { src, target } => {
                 bind_read_only(root_fd(&root)?.as_fd(), src, target, userns)?
             }
+            Op::Tools { exe } => bind_tools(root_fd(&root)?.as_fd(), exe, userns),
             Op::Fs {
                 fstype,
                 target,

@@ -60,6 +60,10 @@ pub struct LaunchSpec {
     /// LXCFS's `proc/` (see `procview`): its files are bound over the instance's `/proc`.
     #[serde(default)]
     pub proc_view: Option<PathBuf>,
+    /// The host binary that is also the instance's `systemctl`, `journalctl`, `service`,
+    /// `poweroff`… (see `mounts`, step 8); `None`: no tools.
+    #[serde(default)]
+    pub tools_exe: Option<PathBuf>,
 }
 
 /// A file the host puts into a root volume.
@@ -257,6 +261,7 @@ pub(crate) fn example_spec() -> LaunchSpec {
         volume_files: Vec::new(),
         volume_loop: None,
         proc_view: None,
+        tools_exe: None,
     }
 }
 

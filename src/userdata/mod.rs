@@ -150,14 +150,23 @@ mod b64_opt {
 
 /// Runs the boot-time cloud-init work inside the instance (`/` is the instance root, stdout
 /// is the console). Call once per boot.
-pub fn boot(ctx: &BootContext) -> Result<(), UserDataError> {
+///
+/// `services` runs between the config and final stages (where cloud-init's `cloud-final`
+/// waits for `multi-user.target`): the instance's PID 1 starts the enabled units there.
+pub fn boot(
+    ctx: &BootContext,
+    services: &mut dyn FnMut() -> Vec<String>,
+) -> Result<(), UserDataError> {
     // SAFETY: setting a signal disposition to SIG_DFL has no memory-safety preconditions. An
     // inherited SIG_IGN for SIGCHLD would make the kernel reap our scripts before we can
     // read their exit status (and scripts would inherit it through exec).
     unsafe {
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     }
-    boot_at(Path::new("/"), ctx)
+    let mut stdout = std::io::stdout();
+    stages::Boot::new(Path::new("/"), ctx, &mut stdout)?
+        .before_final(services)
+        .run()
 }
 
 /// [`boot`] with the instance root at `root` (tests use a temp directory).

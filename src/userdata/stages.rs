@@ -23,6 +23,8 @@ const DEFAULT_ROOT_OPTS: &str = "no-port-forwarding,no-agent-forwarding,no-X11-f
 /// One boot of one instance.
 pub struct Boot<'a, 'c> {
     ctx: &'a BootContext,
+    /// Runs before the final stage (the service manager's boot); its lines go to the output.
+    before_final: Option<&'c mut dyn FnMut() -> Vec<String>>,
     out: Out<'c>,
     root: PathBuf,
     cloud: PathBuf,
@@ -58,11 +60,18 @@ impl<'a, 'c> Boot<'a, 'c> {
         let cloud = root.join("var/lib/cloud");
         Ok(Boot {
             ctx,
+            before_final: None,
             out: Out::new(root, console)?,
             root: root.to_path_buf(),
             inst: cloud.join("instances").join(id),
             cloud,
         })
+    }
+
+    /// Sets the step run between the config and final stages.
+    pub fn before_final(mut self, f: &'c mut dyn FnMut() -> Vec<String>) -> Self {
+        self.before_final = Some(f);
+        self
     }
 
     /// Runs every stage.
@@ -90,6 +99,11 @@ impl<'a, 'c> Boot<'a, 'c> {
             let path = self.inst.join("scripts/runcmd");
             let result = write_file(&path, cloud_config::shellify(cmds).as_bytes(), 0o700);
             self.module_result("runcmd", result);
+        }
+        if let Some(f) = self.before_final.take() {
+            for l in f() {
+                self.out.line(&l);
+            }
         }
         self.banner("modules:final");
         if self.sem("package_update_upgrade_install", Freq::Instance)? {
