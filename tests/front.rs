@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -17,14 +16,6 @@ fn curl_from(src: &str, url: &str) -> Option<String> {
         .unwrap();
     (out.status.success() && !out.stdout.is_empty())
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -46,13 +37,7 @@ fn rules_are_enforced_live_on_public_ips() {
         .unwrap()
         .to_string();
     let ud = d.write_file("www.sh", "#!/bin/sh\nmkdir -p /srv && echo \"page of $(hostname)\" > /srv/index.html\nbusybox httpd -p 80 -h /srv\nbusybox httpd -p 8080 -h /srv\n");
-    let a = d.run_instances(&[
-        "--security-group-ids",
-        &web,
-        "--user-data",
-        &format!("file://{}", ud.display()),
-    ])[0]
-        .clone();
+    let a = d.run_with_user_data(&web, &ud, &[]);
     let b = d.run_instances(&["--security-group-ids", &app])[0].clone();
     let (ip, ip_b) = (d.public_ip(&a).unwrap(), d.public_ip(&b).unwrap());
     let url = format!("http://{ip}/");

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -36,14 +36,6 @@ fn get(ip: &str) -> Result<String, String> {
     match out.split_once("\r\n\r\n") {
         Some((head, body)) if head.contains(" 200 ") => Ok(body.trim().to_string()),
         _ => Err(format!("unexpected answer: {out:?}")),
-    }
-}
-
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -88,13 +80,7 @@ fn connections_follow_the_instance_across_reboot_and_stop_start() {
     let d = Daemon::start();
     let web = d.group_with_ingress("web", "80", "127.0.0.0/8");
     let ud = d.write_file("www.sh", WWW);
-    let id = d.run_instances(&[
-        "--security-group-ids",
-        &web,
-        "--user-data",
-        &format!("file://{}", ud.display()),
-    ])[0]
-        .clone();
+    let id = d.run_with_user_data(&web, &ud, &[]);
     let ip = d.public_ip(&id).unwrap();
     eventually("the first boot's page", || {
         get(&ip).is_ok_and(|p| p == "boot 1")

@@ -36,15 +36,7 @@ fn idle_floods_are_capped_per_source_and_per_port() {
         "#!/bin/sh\nmkdir -p /srv && echo \"page of $(hostname)\" > /srv/index.html\nbusybox httpd -p 80 -h /srv\n",
     );
     // 4 vCPUs: room for one busybox httpd child per held connection.
-    let id = d.run_instances(&[
-        "--instance-type",
-        "m5.xlarge",
-        "--security-group-ids",
-        &web,
-        "--user-data",
-        &format!("file://{}", ud.display()),
-    ])[0]
-        .clone();
+    let id = d.run_with_user_data(&web, &ud, &["--instance-type", "m5.xlarge"]);
     d.wait_state(&id, "running");
     let ip = d.public_ip(&id).unwrap();
     let addr: SocketAddr = format!("{ip}:80").parse().unwrap();

@@ -2,7 +2,8 @@
 //! security groups open (SSH has its own listener in the gateway). Each new connection is
 //! checked against the instance's *current* inbound rules by source address and port — fail
 //! closed — then proxied to the same port on the instance's private IP inside its network
-//! namespace. Denied connections are closed at once and logged, rate-limited. Rule changes
+//! namespace, on a connection made by the instance's `sandbox::Connector` (no thread per
+//! connection). Denied connections are closed at once and logged, rate-limited. Rule changes
 //! apply to the next connection; open connections stay, as on AWS.
 //!
 //! Which ports get a listener: every port of a rule's range when the range has at most

@@ -1,6 +1,7 @@
 //! The runtime: makes the control plane's instances real on this host. It implements
-//! [`Host`] for `cloud` and owns, per running instance, its sandbox, its metadata service and
-//! the watcher that notices when the instance ends by itself.
+//! [`Host`] for `cloud` and owns, per running instance, its sandbox, its metadata service,
+//! its connector (sockets inside its network namespace for the front and the gateway, closed
+//! when it stops) and the watcher that notices when the instance ends by itself.
 //!
 //! At daemon start: first `clean_leftovers` (whatever a crashed daemon left: processes,
 //! launchers, cgroups, runtime dirs, half-made spares, volumes of terminated instances, each

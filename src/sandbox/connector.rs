@@ -140,17 +140,35 @@ impl Connector {
     }
 
     /// A TCP connection to `addr` made from inside the instance (no delay set).
+    ///
+    /// Inside one host the handshake is usually over when connect(2) returns (EINPROGRESS
+    /// all the same): a poll without waiting sees it, and the connection goes to tokio already
+    /// established, without a turn of the reactor. Otherwise tokio waits for it.
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, ConnectorError> {
-        let sock = self.socket(addr.is_ipv6()).await?;
+        let fd = self.socket_fd(addr.is_ipv6()).await?;
         let failed = |source| ConnectorError::Connect { addr, source };
-        sock.set_nodelay(true).map_err(failed)?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
-            Ok(connected) => connected.map_err(failed),
-            Err(_) => Err(ConnectorError::Timeout {
-                addr,
-                timeout: CONNECT_TIMEOUT,
-            }),
+        let done = sys::connect_start(fd.as_fd(), &addr).map_err(failed)?
+            || sys::writable_now(fd.as_fd()).map_err(failed)?;
+        let stream = TcpStream::from_std(std::net::TcpStream::from(fd)).map_err(failed)?;
+        if !done {
+            let ready = tokio::time::timeout(CONNECT_TIMEOUT, stream.writable()).await;
+            match ready {
+                Ok(r) => r.map_err(failed)?,
+                Err(_) => {
+                    return Err(ConnectorError::Timeout {
+                        addr,
+                        timeout: CONNECT_TIMEOUT,
+                    });
+                }
+            }
         }
+        if let Some(e) = stream.take_error().map_err(failed)? {
+            return Err(failed(e));
+        }
+        // Not connected after all (a refused connect can leave no pending error behind).
+        stream.peer_addr().map_err(failed)?;
+        stream.set_nodelay(true).map_err(failed)?;
+        Ok(stream)
     }
 
     /// A listening TCP socket (SO_REUSEADDR) on `addr` inside the instance. It keeps the
@@ -188,6 +206,11 @@ impl Connector {
     /// One new socket inside the instance's network namespace: from the pool, else made by
     /// the thread for this request.
     async fn socket(&self, v6: bool) -> Result<TcpSocket, ConnectorError> {
+        let fd = self.socket_fd(v6).await?;
+        Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(fd)))
+    }
+
+    async fn socket_fd(&self, v6: bool) -> Result<OwnedFd, ConnectorError> {
         let fd = match self.pooled(v6)? {
             Some(fd) => fd,
             None => {
@@ -197,7 +220,7 @@ impl Connector {
                 answer.await.map_err(|_| closed)??
             }
         };
-        Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(fd)))
+        Ok(fd)
     }
 
     /// An IPv4 socket from the pool, if it has one; wakes the thread to top it up when low.

@@ -98,6 +98,61 @@ pub(crate) fn tcp_socket(v6: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Starts connecting the non-blocking socket `fd` to `addr`: `Ok(true)` when already
+/// connected, `Ok(false)` while in progress (EINPROGRESS).
+pub(crate) fn connect_start(fd: BorrowedFd<'_>, addr: &std::net::SocketAddr) -> io::Result<bool> {
+    // SAFETY: all-zero is a valid sockaddr_storage; the family's struct is filled in below.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: as above.
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: the address is valid for `len` bytes during the call.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    match cvt(r) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `fd` is writable (or has an error or hang-up) right now, without waiting.
+pub(crate) fn writable_now(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    cvt(unsafe { libc::poll(&mut pfd, 1, 0) }).map(|n| n > 0)
+}
+
 pub(crate) fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: pointer and length describe `name`'s bytes, which outlive the call.
     cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)

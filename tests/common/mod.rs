@@ -365,6 +365,15 @@ pub fn http_post(endpoint: &str, headers: &[(String, String)], body: &[u8]) -> (
 }
 
 /// Runs a command, asserts success, returns stdout.
+/// Polls `f` every 100 ms until it holds; fails after 30 s naming `what`.
+pub fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.stdin(Stdio::null()).output().unwrap();
     assert!(
@@ -431,6 +440,18 @@ impl Daemon {
             .iter()
             .map(|i| i["InstanceId"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// One instance in security group `group` with the user data in file `user_data`, plus
+    /// `extra` run-instances args; returns its id.
+    pub fn run_with_user_data(&self, group: &str, user_data: &Path, extra: &[&str]) -> String {
+        let ud = format!("file://{}", user_data.display());
+        let args = [
+            &["--security-group-ids", group, "--user-data", &ud][..],
+            extra,
+        ]
+        .concat();
+        self.run_instances(&args)[0].clone()
     }
 
     /// The instance's public IP (auto-assigned or Elastic), as DescribeInstances shows it.
