@@ -76,6 +76,7 @@
 mod caps;
 mod cgroup;
 mod enter;
+mod enter_exec;
 pub(crate) mod fdpass;
 pub mod guestfs;
 mod init;
