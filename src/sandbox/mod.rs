@@ -79,6 +79,7 @@ mod caps;
 mod cgroup;
 mod connector;
 mod enter;
+mod enter_exec;
 pub(crate) mod fdpass;
 pub mod guestfs;
 mod init;

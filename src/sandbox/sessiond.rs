@@ -30,7 +30,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 
-use super::enter::{EnterSpec, Tty, enter_instance, exec_child, fail};
+use super::enter::{EnterSpec, Tty, enter_instance, fail};
+use super::enter_exec::exec_child;
 use super::passwd::User;
 use super::sys::{self, Fork, WaitStatus};
 use super::{fdpass, passwd, userns};
