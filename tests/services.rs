@@ -155,6 +155,17 @@ fn systemctl_verbs_answer_with_systemds_words_and_exit_codes() {
     assert!(out.contains("web.service"), "{out}");
     let (_, out, _) = sh(&d, &id, "journalctl -u web --no-pager");
     assert!(out.contains("Started Lab web server."), "{out}");
+
+    // The tools are the daemon's binary, bound read-only: the instance's root cannot change it.
+    for attempt in [
+        "echo x >> /usr/bin/systemctl",
+        "echo x >> /run/ec2lab/ctl",
+        "mount -o remount,bind,rw /usr/bin/systemctl",
+        "umount /usr/bin/systemctl",
+    ] {
+        let (code, _, _) = sh(&d, &id, attempt);
+        assert_ne!(code, 0, "{attempt} succeeded");
+    }
 }
 
 /// A `Type=notify` service: python3 sends `READY=1` (and a status) to `$NOTIFY_SOCKET`.
