@@ -277,6 +277,8 @@ fn kill_9_at_random_moments_loses_nothing_and_leaves_nothing() {
         mounts_under(&d.data_dir, false).is_empty(),
         "mounts left after stop"
     );
+    let loops = loops_under(&d.data_dir);
+    assert!(loops.is_empty(), "loop devices left after stop: {loops:?}");
 }
 
 #[test]

@@ -22,11 +22,13 @@
 //!                     console.prev (console output across daemon restarts)
 //! DIR/run/<id>/       runtime: console.log, init.json, rootfs mount point
 //! DIR/vpc-router.netns the VPC router's network namespace (a bind mount; see `sandbox::vpc`)
-//! DIR/spares/         volumes with host keys made ahead, claimed by first boots (a rename)
+//! DIR/spares/         volumes with host keys made ahead, each on a loop device, claimed by
+//!                     first boots (a rename; see `spare_volumes`)
 //! DIR/volume-template.img  the empty 8 GiB ext4 image every new root volume is a copy of
 //! ```
 
 mod metadata;
+mod spare_volumes;
 
 use std::collections::HashMap;
 use std::fs;
@@ -44,9 +46,11 @@ use crate::cloud::{Cloud, Host, Image, Instance, InstanceState, catalog};
 use crate::front::Front;
 use crate::gateway::{Admit, Gateway, Route};
 use crate::keys::{self, HostKeyType};
+use crate::sandbox::volume::Attached;
 use crate::sandbox::vpc::Router;
 use crate::sandbox::{self, InitExit, LaunchSpec, Limits, Running, VolumeFile};
 use crate::userdata::BootContext;
+use spare_volumes::SpareVolumes;
 
 /// The metadata service's address inside every instance.
 pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
@@ -54,8 +58,6 @@ pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const BOOT_CONTEXT: &str = "boot.json";
 /// How long an instance's processes get between SIGTERM and SIGKILL when it stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Spare volumes kept ready for first boots.
-pub const SPARE_VOLUMES: usize = 4;
 /// Console output kept for GetConsoleOutput, as on AWS.
 pub const CONSOLE_TAIL: u64 = 64 * 1024;
 
@@ -75,8 +77,12 @@ pub struct Runtime {
     gateway: OnceLock<(Arc<Gateway>, u16)>,
     router: OnceLock<Router>,
     front: OnceLock<Arc<Front>>,
-    /// A thread is filling the spare volumes.
-    refilling: AtomicBool,
+    /// LXCFS: the instances' /proc as their types see it (see `sandbox::procview`).
+    proc_view: OnceLock<sandbox::procview::ProcView>,
+    /// Volumes made (and attached) ahead of first boots.
+    spare_volumes: Arc<SpareVolumes>,
+    /// The loop device of a claimed spare, held until its launch has ended.
+    claimed_devices: Mutex<HashMap<String, Attached>>,
     /// Launchers made ahead, already in a cgroup (cgroup v1; see `sandbox::spare`).
     launchers: Arc<sandbox::Spares>,
     /// Stops under way (their own threads): shutdown waits for them, or their cgroups would
@@ -101,8 +107,13 @@ impl Runtime {
             gateway: OnceLock::new(),
             router: OnceLock::new(),
             front: OnceLock::new(),
+            proc_view: OnceLock::new(),
             stops_in_flight: std::sync::atomic::AtomicUsize::new(0),
-            refilling: AtomicBool::new(false),
+            spare_volumes: SpareVolumes::new(
+                data_dir.join("spares"),
+                data_dir.join("volume-template.img"),
+            ),
+            claimed_devices: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -178,66 +189,6 @@ impl Runtime {
         self.data_dir.join("volume-template.img")
     }
 
-    /// Where spare volumes (host keys and directories made ahead of launches) wait.
-    fn spare_dir(&self) -> PathBuf {
-        self.data_dir.join("spares")
-    }
-
-    /// Moves a spare volume into place as `volume`; false when none is left (or another launch
-    /// took the same one first).
-    fn claim_spare(&self, volume: &Path) -> bool {
-        let Ok(entries) = fs::read_dir(self.spare_dir()) else {
-            return false;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            if name.to_string_lossy().starts_with("spare-")
-                && !name.to_string_lossy().ends_with(".tmp")
-            {
-                if let Some(parent) = volume.parent() {
-                    let _ = fs::create_dir_all(parent);
-                }
-                if fs::rename(e.path(), volume).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// Keeps [`SPARE_VOLUMES`] spares ready, on a background thread (one at a time).
-    pub fn refill_spares(self: &Arc<Self>) {
-        if self.refilling.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let me = self.clone();
-        std::thread::spawn(move || {
-            loop {
-                let have = fs::read_dir(me.spare_dir())
-                    .map(|r| {
-                        r.flatten()
-                            .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
-                            .count()
-                    })
-                    .unwrap_or(0);
-                if have >= SPARE_VOLUMES {
-                    break;
-                }
-                let name = format!("spare-{:016x}", rand::random::<u64>());
-                let tmp = me.spare_dir().join(format!("{name}.tmp"));
-                let made = make_volume(&tmp, &me.volume_template()).and_then(|()| {
-                    fs::rename(&tmp, me.spare_dir().join(&name)).map_err(|e| e.to_string())
-                });
-                if let Err(e) = made {
-                    let _ = fs::remove_dir_all(&tmp);
-                    tracing::warn!(error = %e, "cannot make a spare volume");
-                    break;
-                }
-            }
-            me.refilling.store(false, Ordering::SeqCst);
-        });
-    }
-
     /// The instance's SSH host keys as the gateway reads them (not inside the instance).
     pub fn host_key_dir(&self, id: &str) -> PathBuf {
         self.volume_dir(id).join("host_keys")
@@ -263,7 +214,7 @@ impl Runtime {
     /// again.
     pub fn clean_leftovers(&self, known: &[Instance]) {
         self.launchers.clean_stale();
-        if let Ok(entries) = fs::read_dir(self.spare_dir()) {
+        if let Ok(entries) = fs::read_dir(self.spare_volumes.dir()) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().ends_with(".tmp") {
                     let _ = retry_removal(&e.path(), || remove_tree(&e.path()));
@@ -350,8 +301,15 @@ impl Runtime {
         }
         // The host keys and directories come from a spare volume made ahead of time (creating
         // a dozen files costs milliseconds on a launch); without one, they are made here.
-        if !self.claim_spare(&self.volume_dir(&inst.id)) {
-            make_volume(&self.volume_dir(&inst.id), &self.volume_template())?;
+        match self.spare_volumes.claim(&self.volume_dir(&inst.id)) {
+            Some(Some(device)) => {
+                self.claimed_devices
+                    .lock()
+                    .unwrap()
+                    .insert(inst.id.clone(), device);
+            }
+            Some(None) => {}
+            None => make_volume(&self.volume_dir(&inst.id), &self.volume_template())?,
         }
         let region = self
             .cloud()
@@ -454,6 +412,8 @@ impl Runtime {
             user_namespace: true,
             volume_files,
             tools_exe: Some(self.exe.clone()),
+            volume_loop: None,
+            proc_view: self.proc_view.get().map(|v| v.proc_dir()),
         }
     }
 
@@ -486,7 +446,10 @@ impl Runtime {
             }
         });
         let _ = self.router.set(router);
-        self.refill_spares();
+        if let Some(view) = sandbox::procview::ProcView::start(&self.data_dir) {
+            let _ = self.proc_view.set(view);
+        }
+        self.spare_volumes.refill(make_volume);
         self.launchers.refill();
         Ok(())
     }
@@ -496,6 +459,9 @@ impl Runtime {
         self.launchers.drain();
         if let Some(r) = self.router.get() {
             r.remove();
+        }
+        if let Some(v) = self.proc_view.get() {
+            v.stop();
         }
     }
 
@@ -588,13 +554,17 @@ impl Host for Arc<Runtime> {
         let result = (|| {
             let t = Instant::now();
             let files = self.prepare_volume(inst)?;
+            // A claimed spare's loop device, held until the launch has ended, however it ends.
+            let device = self.claimed_devices.lock().unwrap().remove(&inst.id);
             let prep = t.elapsed().as_secs_f64() * 1000.0;
             let boot = self.boot_context(inst, image)?;
             tracing::debug!(instance = %inst.id, prepare_ms = prep, boot_ctx_ms = t.elapsed().as_secs_f64() * 1000.0 - prep, "volume ready");
             let t = Instant::now();
-            let spec = self.spec(inst, image, boot, files);
+            let mut spec = self.spec(inst, image, boot, files);
+            spec.volume_loop = device.as_ref().map(|d| d.minor);
             let r = sandbox::launch_with(&self.exe, &spec, self.launchers.take())
                 .map_err(|e| e.to_string());
+            drop(device);
             self.launchers.refill();
             tracing::debug!(instance = %inst.id, ms = t.elapsed().as_secs_f64() * 1000.0, "sandbox launched");
             r
@@ -626,7 +596,7 @@ impl Host for Arc<Runtime> {
         );
         let ssh_ms = t_ssh.elapsed().as_secs_f64() * 1000.0;
         if first_boot {
-            self.refill_spares();
+            self.spare_volumes.refill(make_volume);
         }
         self.sync_front(&inst.id, running.init_pid);
         self.watch(running, stopping);

@@ -59,6 +59,61 @@ pub enum CgroupVersion {
     V2,
 }
 
+/// The v1 cpuset hierarchy and what its root offers (a new cpuset cgroup starts with no
+/// CPUs and no memory nodes: both are written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cpuset {
+    pub mount: PathBuf,
+    pub cpus: Vec<u32>,
+    pub mems: String,
+}
+
+impl Cpuset {
+    fn read(mount: PathBuf) -> Option<Cpuset> {
+        let cpus = parse_cpu_list(fs::read_to_string(mount.join("cpuset.cpus")).ok()?.trim())?;
+        let mems = fs::read_to_string(mount.join("cpuset.mems"))
+            .ok()?
+            .trim()
+            .to_string();
+        (!cpus.is_empty() && !mems.is_empty()).then_some(Cpuset { mount, cpus, mems })
+    }
+
+    /// The CPUs of an instance with `vcpus` (0 = unlimited): all when it has as many as the
+    /// host, else a window of that many starting at a place its id picks (spread, stable).
+    pub(crate) fn cpus_for(&self, id: &str, vcpus: usize) -> String {
+        let n = self.cpus.len();
+        if vcpus == 0 || vcpus >= n {
+            return cpu_list(&self.cpus);
+        }
+        let start = id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()))
+            % n;
+        let mut picked: Vec<u32> = (0..vcpus).map(|i| self.cpus[(start + i) % n]).collect();
+        picked.sort_unstable();
+        cpu_list(&picked)
+    }
+}
+
+/// "0-3,6" → [0, 1, 2, 3, 6].
+fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
+}
+
+fn cpu_list(cpus: &[u32]) -> String {
+    cpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The instance's cgroup directories.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupPaths {
@@ -87,6 +142,12 @@ pub(crate) enum Layout {
         freezer: Option<PathBuf>,
         /// The device controller (the allow-list of device nodes), when mounted.
         devices: Option<PathBuf>,
+        /// CPU accounting, when mounted apart from `cpu` (LXCFS's CPU view needs the instance
+        /// in both; it is also the instance's CPU time).
+        cpuacct: Option<PathBuf>,
+        /// CPU placement: an instance with fewer vCPUs than the host has cores runs on that
+        /// many (`nproc`, and LXCFS's /proc/cpuinfo, which reads the cpuset cgroup's quota).
+        cpuset: Option<Cpuset>,
     },
     V2 {
         root: PathBuf,
@@ -151,7 +212,9 @@ fn detect() -> Result<Layout, String> {
 
 /// Finds the v1 hierarchies we use in a mountinfo text.
 pub(crate) fn parse_v1_layout(mountinfo: &str) -> Result<Layout, String> {
-    let (mut memory, mut cpu, mut pids, mut freezer, mut devices) = (None, None, None, None, None);
+    let (mut memory, mut cpu, mut pids, mut freezer, mut devices, mut cpuacct) =
+        (None, None, None, None, None, None);
+    let mut cpuset = None;
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
@@ -172,6 +235,8 @@ pub(crate) fn parse_v1_layout(mountinfo: &str) -> Result<Layout, String> {
                 "pids" => &mut pids,
                 "freezer" => &mut freezer,
                 "devices" => &mut devices,
+                "cpuacct" => &mut cpuacct,
+                "cpuset" => &mut cpuset,
                 _ => continue,
             };
             slot.get_or_insert_with(|| mnt.clone());
@@ -180,9 +245,12 @@ pub(crate) fn parse_v1_layout(mountinfo: &str) -> Result<Layout, String> {
     let need = |v: Option<PathBuf>, name: &str| {
         v.ok_or_else(|| format!("cgroup v1 controller {name} is not mounted"))
     };
+    let cpu = need(cpu, "cpu")?;
     Ok(Layout::V1 {
         memory: need(memory, "memory")?,
-        cpu: need(cpu, "cpu")?,
+        cpuacct: cpuacct.filter(|a| *a != cpu),
+        cpuset: cpuset.filter(|c| *c != cpu).and_then(Cpuset::read),
+        cpu,
         pids: need(pids, "pids")?,
         freezer,
         devices,
@@ -218,9 +286,13 @@ impl Layout {
                 pids,
                 freezer,
                 devices,
+                cpuacct,
+                cpuset,
             } => {
                 let d = |h: &Path| h.join(PARENT).join(id);
                 let mut dirs = vec![d(memory), d(cpu), d(pids)];
+                dirs.extend(cpuacct.as_deref().map(d));
+                dirs.extend(cpuset.as_ref().map(|c| d(&c.mount)));
                 let freezer_dir = freezer.as_deref().map(d);
                 dirs.extend(freezer_dir.clone());
                 let devices_dir = devices.as_deref().map(d);
@@ -255,8 +327,12 @@ impl Layout {
                 pids,
                 freezer,
                 devices,
+                cpuacct,
+                cpuset,
             } => {
                 let mut v = vec![pids.join(PARENT), memory.join(PARENT), cpu.join(PARENT)];
+                v.extend(cpuacct.as_ref().map(|f| f.join(PARENT)));
+                v.extend(cpuset.as_ref().map(|c| c.mount.join(PARENT)));
                 v.extend(freezer.as_ref().map(|f| f.join(PARENT)));
                 v.extend(devices.as_ref().map(|f| f.join(PARENT)));
                 v
@@ -283,10 +359,41 @@ impl Layout {
                 pids: pids_h,
                 freezer,
                 devices,
+                cpuacct,
+                cpuset,
             } => {
-                for h in [Some(memory), Some(cpu), Some(pids_h), freezer.as_ref()]
-                    .into_iter()
-                    .flatten()
+                // cpuset first: its parent needs CPUs and memory nodes before a child can.
+                if let Some(c) = cpuset {
+                    let (parent, dir) = (c.mount.join(PARENT), c.mount.join(PARENT).join(id));
+                    let vcpus = (limits.cpu_millicores as usize).div_ceil(1000);
+                    ops.push(Op::MkdirParent(parent.clone()));
+                    ops.push(Op::Write {
+                        file: parent.join("cpuset.cpus"),
+                        value: cpu_list(&c.cpus),
+                    });
+                    ops.push(Op::Write {
+                        file: parent.join("cpuset.mems"),
+                        value: c.mems.clone(),
+                    });
+                    ops.push(Op::MkdirInstance(dir.clone()));
+                    ops.push(Op::Write {
+                        file: dir.join("cpuset.cpus"),
+                        value: c.cpus_for(id, vcpus),
+                    });
+                    ops.push(Op::Write {
+                        file: dir.join("cpuset.mems"),
+                        value: c.mems.clone(),
+                    });
+                }
+                for h in [
+                    Some(memory),
+                    Some(cpu),
+                    Some(pids_h),
+                    freezer.as_ref(),
+                    cpuacct.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
                 {
                     ops.push(Op::MkdirParent(h.join(PARENT)));
                     ops.push(Op::MkdirInstance(h.join(PARENT).join(id)));
@@ -711,6 +818,8 @@ mod tests {
                 pids: "/sys/fs/cgroup/pids".into(),
                 freezer: Some("/sys/fs/cgroup/freezer".into()),
                 devices: Some("/sys/fs/cgroup/devices".into()),
+                cpuacct: None,
+                cpuset: None,
             }
         );
         let e = parse_v1_layout("1 2 0:1 / /x rw - cgroup cgroup rw,cpu\n").unwrap_err();

@@ -407,9 +407,17 @@ fn run_launcher(
         None => cgroup::create(&spec.instance_id, &spec.limits),
     }
     .map_err(|e| failed_from(&e))?;
-    // L4a: the volume's image on a loop device (auto-clear), the one block device the
+    // L4a: the volume's image on a loop device (auto-clear) — the one the daemon attached
+    // ahead if it still holds this image, else a new one —, the one block device the
     // instance's cgroup may use (for PID 1's mount; there is no node for it inside).
-    let volume = super::volume::attach(&spec.volume_dir).map_err(|e| {
+    let ahead = spec
+        .volume_loop
+        .and_then(|minor| super::volume::reuse(minor, &spec.volume_dir).ok().flatten());
+    let volume = match ahead {
+        Some(v) => Ok(Some(v)),
+        None => super::volume::attach(&spec.volume_dir),
+    }
+    .map_err(|e| {
         failed(
             Step::VolumeDir,
             super::volume::image(&spec.volume_dir).display().to_string(),

@@ -82,6 +82,7 @@ mod mounts;
 mod netns;
 pub(crate) mod passwd;
 pub(crate) mod process;
+pub mod procview;
 mod pty;
 pub mod seccomp;
 mod spare;

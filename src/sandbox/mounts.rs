@@ -100,6 +100,11 @@ pub(crate) enum Op {
     MaskFile {
         target: String,
     },
+    /// Bind a host file (LXCFS's) over a file of the instance's /proc, if both exist.
+    ProcView {
+        src: PathBuf,
+        target: String,
+    },
     /// Empty read-only tmpfs over a directory, if it exists.
     MaskDir {
         target: String,
@@ -167,6 +172,12 @@ pub(crate) fn plan(spec: &LaunchSpec) -> Vec<Op> {
         data: String::new(),
         step: Step::MountProc,
     });
+    if let Some(dir) = &spec.proc_view {
+        ops.extend(super::procview::FILES.iter().map(|f| Op::ProcView {
+            src: dir.join(f),
+            target: format!("proc/{f}"),
+        }));
+    }
     ops.extend(
         PROC_MASKED_FILES
             .iter()
@@ -521,6 +532,15 @@ pub(crate) struct Volume<'a> {
     pub prepare: &'a dyn Fn(&Path) -> io::Result<()>,
 }
 
+/// Binds host file `src` over `target` inside the root, if `target` exists (a /proc file).
+fn bind_file(root: BorrowedFd<'_>, src: &CStr, target: &str) -> Result<(), OpError> {
+    let err = || op_err(Step::MaskProc, format!("/{target}"));
+    if let Some(t) = resolve_existing(root, target).map_err(err())? {
+        mount_at(Some(src), t.as_fd(), None, libc::MS_BIND, "").map_err(err())?;
+    }
+    Ok(())
+}
+
 /// Performs `ops` with the new root at `rootfs`. Stops at the first failure. With `userns`,
 /// the overlay's layers and the read-only binds are idmapped mounts for that namespace.
 pub(crate) fn apply(
@@ -596,12 +616,13 @@ pub(crate) fn apply(
                 mount_at(Some(&fs_c), t.as_fd(), Some(&fs_c), *flags, data)
                     .map_err(op_err(*step, format!("/{target}")))?;
             }
-            Op::MaskFile { target } => {
-                let r = root_fd(&root)?;
-                let err = || op_err(Step::MaskProc, format!("/{target}"));
-                if let Some(t) = resolve_existing(r.as_fd(), target).map_err(err())? {
-                    mount_at(Some(c"/dev/null"), t.as_fd(), None, libc::MS_BIND, "")
-                        .map_err(err())?;
+            Op::MaskFile { target } => bind_file(root_fd(&root)?.as_fd(), c"/dev/null", target)?,
+            Op::ProcView { src, target } => {
+                // LXCFS gone (or a file it does not serve): the host's figures, not a failure.
+                if src.exists() {
+                    let src =
+                        sys::cpath(src).map_err(op_err(Step::MaskProc, format!("/{target}")))?;
+                    bind_file(root_fd(&root)?.as_fd(), &src, target)?;
                 }
             }
             Op::MaskDir { target } => {

@@ -57,6 +57,13 @@ pub struct LaunchSpec {
     /// `poweroff`… (see `mounts`, step 8); `None`: no tools.
     #[serde(default)]
     pub tools_exe: Option<PathBuf>,
+    /// A loop device already holding the volume's image (a spare's, attached ahead); the
+    /// launcher checks that it does and otherwise attaches one itself.
+    #[serde(default)]
+    pub volume_loop: Option<u32>,
+    /// LXCFS's `proc/` (see `procview`): its files are bound over the instance's `/proc`.
+    #[serde(default)]
+    pub proc_view: Option<PathBuf>,
 }
 
 /// A file the host puts into a root volume.
@@ -253,6 +260,8 @@ pub(crate) fn example_spec() -> LaunchSpec {
         user_namespace: false,
         volume_files: Vec::new(),
         tools_exe: None,
+        volume_loop: None,
+        proc_view: None,
     }
 }
 

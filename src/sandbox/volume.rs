@@ -154,6 +154,7 @@ fn copy_sparse(src: &fs::File, dst: &fs::File) -> io::Result<()> {
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 
 #[repr(C)]
@@ -232,6 +233,31 @@ pub fn attach(volume_dir: &Path) -> io::Result<Option<Attached>> {
     Err(io::Error::other("no free loop device after 16 attempts"))
 }
 
+/// Opens `/dev/loop<minor>` if it is bound to `volume_dir/disk.img` (same device and inode:
+/// a device attached ahead by the daemon, which may have been cleared and reused meanwhile);
+/// `None` otherwise.
+pub fn reuse(minor: u32, volume_dir: &Path) -> io::Result<Option<Attached>> {
+    use std::os::unix::fs::MetadataExt;
+    let st = fs::symlink_metadata(image(volume_dir))?;
+    let dev = sys::open(&sys::cstring(format!("/dev/loop{minor}"))?, libc::O_RDWR, 0)?;
+    // SAFETY: LoopInfo64 is plain data; zero is valid for every field.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 fills a `struct loop_info64` that outlives the call.
+    let r = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_GET_STATUS64,
+            &mut info as *mut LoopInfo64,
+        )
+    };
+    if r != 0 {
+        // ENXIO: not bound to anything (cleared).
+        return Ok(None);
+    }
+    let same = info.lo_inode == st.ino() && info.lo_device == st.dev();
+    Ok(same.then_some(Attached { device: dev, minor }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +283,41 @@ mod tests {
         assert_eq!(fs::read(image(&vol)).unwrap(), fs::read(&template).unwrap());
         // A second image in the same place is refused (never overwritten).
         assert!(create(&vol, &template).is_err());
+    }
+
+    #[test]
+    fn a_device_attached_ahead_is_reused_only_for_its_own_image() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: loop devices need root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        for v in [&a, &b] {
+            fs::create_dir(v).unwrap();
+            fs::File::create(image(v))
+                .unwrap()
+                .set_len(16 << 20)
+                .unwrap();
+        }
+        let ahead = attach(&a).unwrap().expect("a has an image");
+        // The volume dir may be renamed (a spare claimed): the device follows its file.
+        let moved = t.path().join("claimed");
+        fs::rename(&a, &moved).unwrap();
+        let again = reuse(ahead.minor, &moved).unwrap().expect("same image");
+        assert_eq!(again.minor, ahead.minor);
+        assert!(
+            reuse(ahead.minor, &b).unwrap().is_none(),
+            "another image's device"
+        );
+        // Once every descriptor is gone the device clears itself and is no one's.
+        drop((ahead, again));
+        assert!(reuse_after_clear(&moved).is_none());
+    }
+
+    /// `reuse` of whatever minor the cleared device had: it must no longer match.
+    fn reuse_after_clear(volume_dir: &Path) -> Option<u32> {
+        (0..256).find(|m| matches!(reuse(*m, volume_dir), Ok(Some(_))))
     }
 }

@@ -217,18 +217,34 @@ pub fn cgroups_of(ours: &BTreeSet<String>) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// Mount points under the data dir, but the VPC router's namespace (the daemon's own, kept
-/// while it runs).
+/// Mount points under the data dir, but the daemon's own while it runs (`keep_router`): the VPC
+/// router's namespace and LXCFS.
 pub fn mounts_under(data_dir: &Path, keep_router: bool) -> Vec<String> {
     let router = data_dir.join("vpc-router.netns");
+    let lxcfs = data_dir.join("lxcfs");
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|m| Path::new(m).starts_with(data_dir))
-        .filter(|m| !(keep_router && Path::new(m) == router))
+        .filter(|m| !(keep_router && (Path::new(m) == router || Path::new(m) == lxcfs)))
         .map(str::to_string)
         .collect()
+}
+
+/// Backing files under the data dir of the host's loop devices (a deleted file keeps its
+/// path, with " (deleted)" after it).
+pub fn loops_under(data_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(f) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            let f = f.trim_end();
+            if Path::new(f).starts_with(data_dir) {
+                out.push(f.to_string());
+            }
+        }
+    }
+    out
 }
 
 pub fn dir_names(dir: &Path) -> Vec<String> {
@@ -267,6 +283,17 @@ pub fn check_nothing_left(
     );
     let mounts = mounts_under(&d.data_dir, keep_router);
     assert!(mounts.is_empty(), "round {round}: mounts left {mounts:?}");
+    // Loop devices: a running instance's volume, or (while the daemon runs) a spare's.
+    for f in loops_under(&d.data_dir) {
+        let rel = Path::new(&f).strip_prefix(&d.data_dir).unwrap();
+        let mut parts = rel.iter().map(|p| p.to_string_lossy());
+        let ok = match (parts.next().as_deref(), parts.next()) {
+            (Some("spares"), _) => keep_router,
+            (Some("volumes"), Some(id)) => running(&id) && !f.ends_with("(deleted)"),
+            _ => false,
+        };
+        assert!(ok, "round {round}: loop device left on {f}");
+    }
     for id in dir_names(&d.data_dir.join("volumes")) {
         let s = states.get(&id).map(String::as_str);
         assert!(
