@@ -155,6 +155,17 @@ fn systemctl_verbs_answer_with_systemds_words_and_exit_codes() {
     assert!(out.contains("web.service"), "{out}");
     let (_, out, _) = sh(&d, &id, "journalctl -u web --no-pager");
     assert!(out.contains("Started Lab web server."), "{out}");
+
+    // The tools are the daemon's binary, bound read-only: the instance's root cannot change it.
+    for attempt in [
+        "echo x >> /usr/bin/systemctl",
+        "echo x >> /run/ec2lab/ctl",
+        "mount -o remount,bind,rw /usr/bin/systemctl",
+        "umount /usr/bin/systemctl",
+    ] {
+        let (code, _, _) = sh(&d, &id, attempt);
+        assert_ne!(code, 0, "{attempt} succeeded");
+    }
 }
 
 /// A `Type=notify` service: python3 sends `READY=1` (and a status) to `$NOTIFY_SOCKET`.
@@ -308,6 +319,29 @@ fn services_are_supervised_restarted_notified_and_logged() {
         out.contains("line-5 from journal"),
         "status shows the last lines: {out}"
     );
+    // -f follows: a line logged after it started shows up.
+    sh(
+        &d,
+        &id,
+        "setsid -f timeout 60 journalctl -fu chatty -o cat </dev/null >/tmp/follow 2>&1; until [ -s /tmp/follow ]; do sleep 0.1; done; systemctl restart chatty",
+    );
+    wait_for(&d, &id, "grep -c 'line-5 from journal' /tmp/follow", "2");
+
+    // As ec2-user: queries work, changes need sudo, as with systemd without polkit.
+    let o = d.exec(
+        &id,
+        None,
+        "systemctl is-active chatty; systemctl stop chatty",
+    );
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "active\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Access denied"));
+    let o = d.exec(
+        &id,
+        None,
+        "sudo systemctl stop chatty && systemctl is-active chatty",
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "inactive\n", "{o:?}");
 }
 
 /// GET `http://ip/` from the host (through the front and the security group).

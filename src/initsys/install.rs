@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::units::{ADMIN_DIR, ENABLE_DIRS, Load, Registry, Unit};
+use super::units::{ADMIN_DIR, ENABLE_DIRS, Load, Registry, Unit, in_root, inside};
 
 /// Targets a boot reaches (their wants are started).
 pub const BOOT_TARGETS: &[&str] = &["multi-user.target", "default.target", "graphical.target"];
@@ -19,22 +19,6 @@ pub struct Changes {
     pub out: String,
     pub err: String,
     pub failed: bool,
-}
-
-fn in_root(root: &Path, abs: &str) -> PathBuf {
-    root.join(abs.trim_start_matches('/'))
-}
-
-/// The path of a unit's file as the instance sees it.
-fn inside(root: &Path, p: &Path) -> String {
-    format!(
-        "/{}",
-        p.strip_prefix(root)
-            .unwrap_or(p)
-            .display()
-            .to_string()
-            .trim_start_matches('/')
-    )
 }
 
 fn rc_links(root: &Path, script: &str) -> Vec<PathBuf> {

@@ -6,7 +6,7 @@ use super::ctl::{Request, Response};
 use super::install;
 use super::manager::Manager;
 use super::supervisor::{Active, Run, describe_exit};
-use super::units::{Load, canonical_name};
+use super::units::{Load, canonical_name, inside};
 
 fn when(micros: u64) -> (String, String) {
     let secs = (micros / 1_000_000) as i64;
@@ -63,16 +63,7 @@ impl Manager {
                     .sysv
                     .as_ref()
                     .or(u.fragment.as_ref())
-                    .map(|p| {
-                        format!(
-                            "/{}",
-                            p.strip_prefix(&self.root)
-                                .unwrap_or(p)
-                                .display()
-                                .to_string()
-                                .trim_start_matches('/')
-                        )
-                    })
+                    .map(|p| inside(&self.root, p))
                     .unwrap_or_default();
                 s.push_str(&format!(
                     "     Loaded: loaded ({path}; {state}; preset: enabled)\n"
@@ -83,20 +74,7 @@ impl Manager {
         }
         if !u.dropins.is_empty() {
             s.push_str("    Drop-In: ");
-            let shown: Vec<String> = u
-                .dropins
-                .iter()
-                .map(|p| {
-                    format!(
-                        "/{}",
-                        p.strip_prefix(&self.root)
-                            .unwrap_or(p)
-                            .display()
-                            .to_string()
-                            .trim_start_matches('/')
-                    )
-                })
-                .collect();
+            let shown: Vec<String> = u.dropins.iter().map(|p| inside(&self.root, p)).collect();
             s.push_str(&shown.join("\n             "));
             s.push('\n');
         }
@@ -175,26 +153,12 @@ impl Manager {
                 }
             }
             Request::IsActive { units } => {
-                resp.code = 3;
-                for n in &units {
-                    let a = self.active_of(n);
-                    resp.out.push_str(a.as_str());
-                    resp.out.push('\n');
-                    if matches!(a, Active::Active | Active::Reloading) {
-                        resp.code = 0;
-                    }
-                }
+                resp = self.states_of(&units, 3, |a| {
+                    matches!(a, Active::Active | Active::Reloading)
+                })
             }
             Request::IsFailed { units } => {
-                resp.code = 1;
-                for n in &units {
-                    let a = self.active_of(n);
-                    resp.out.push_str(a.as_str());
-                    resp.out.push('\n');
-                    if a == Active::Failed {
-                        resp.code = 0;
-                    }
-                }
+                resp = self.states_of(&units, 1, |a| a == Active::Failed)
             }
             Request::ListUnits {
                 all,
@@ -312,6 +276,23 @@ impl Manager {
                 }
             }
             _ => {}
+        }
+        resp
+    }
+
+    /// One state per line; exit 0 if any matches `hit`, else `miss`.
+    fn states_of(&self, units: &[String], miss: i32, hit: impl Fn(Active) -> bool) -> Response {
+        let mut resp = Response {
+            code: miss,
+            ..Response::default()
+        };
+        for n in units {
+            let a = self.active_of(n);
+            resp.out.push_str(a.as_str());
+            resp.out.push('\n');
+            if hit(a) {
+                resp.code = 0;
+            }
         }
         resp
     }

@@ -180,8 +180,21 @@ pub struct Registry {
     pub aliases: HashMap<String, String>,
 }
 
-fn in_root(root: &Path, abs: &str) -> PathBuf {
+/// `abs` (an instance path) under `root`.
+pub fn in_root(root: &Path, abs: &str) -> PathBuf {
     root.join(abs.trim_start_matches('/'))
+}
+
+/// A path under `root` as the instance sees it (`/etc/systemd/system/…`).
+pub fn inside(root: &Path, p: &Path) -> String {
+    format!(
+        "/{}",
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    )
 }
 
 fn is_unit_name(n: &str) -> bool {
@@ -274,16 +287,7 @@ impl Registry {
             fragment: Some(path.to_path_buf()),
             ..Unit::default()
         };
-        let shown = |p: &Path| {
-            format!(
-                "/{}",
-                p.strip_prefix(root)
-                    .unwrap_or(p)
-                    .display()
-                    .to_string()
-                    .trim_start_matches('/')
-            )
-        };
+        let shown = |p: &Path| inside(root, p);
         let mut files = vec![path.to_path_buf()];
         let mut dropins: BTreeMap<String, PathBuf> = BTreeMap::new();
         for dir in UNIT_DIRS.iter().rev() {
