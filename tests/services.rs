@@ -549,3 +549,27 @@ fn service_runs_sysv_scripts_and_aliases_name_the_same_unit() {
     assert_eq!(code, 5);
     assert!(err.contains("Unit nosuch.service not found."), "{err}");
 }
+
+#[test]
+fn silent_clients_of_the_control_socket_do_not_stall_the_service_manager() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let id = launch(&d, "", &[]);
+    // An unprivileged user holds 100 connections to PID 1's socket open and sends nothing
+    // (before, PID 1 read each one blocking, 2 s apiece: systemctl waited minutes).
+    let hold = "python3 -c 'import socket,time\nss=[]\nfor _ in range(100):\n s=socket.socket(socket.AF_UNIX); s.connect(\"/run/ec2lab/init.sock\"); ss.append(s)\nprint(\"held\", flush=True)\ntime.sleep(30)' &\nsleep 1\n";
+    let o = d.exec(
+        &id,
+        Some("ec2-user"),
+        &format!("{hold}t0=$(date +%s); timeout 10 systemctl is-system-running; echo rc=$?; echo took=$(( $(date +%s) - t0 ))"),
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("held"), "the clients did not connect: {out}");
+    assert!(
+        !out.contains("rc=124"),
+        "systemctl hung behind silent clients: {out}"
+    );
+    assert!(out.contains("running") || out.contains("degraded"), "{out}");
+}

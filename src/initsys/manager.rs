@@ -8,7 +8,7 @@
 //! the requests whose jobs finished). Nothing here blocks longer than a client's request line.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use super::ctl::{Power, Request, Response, SOCKET};
 use super::jobs::{Job, Waiter};
 use super::journal::{Record, Writer, now_micros};
 use super::notify;
+use super::pending::PendingRequests;
 use super::spawn::{self, Ident, Prepared};
 use super::supervisor::{Phase, Run};
 use super::units::{Cmd, Registry, Type};
@@ -44,6 +45,8 @@ pub struct Manager {
     pub(crate) next_job: u64,
     pub(crate) waiters: Vec<Waiter>,
     listener: Option<UnixListener>,
+    /// Connections whose request line has not arrived yet (never read blocking).
+    pending: PendingRequests,
     notify: Option<OwnedFd>,
     /// Upper bound of any stop timeout (the shutdown grace).
     pub(crate) stop_cap: Duration,
@@ -132,6 +135,7 @@ impl Manager {
             next_job: 1,
             waiters: Vec::new(),
             listener,
+            pending: PendingRequests::default(),
             notify,
             stop_cap: grace,
             shutting_down: false,
@@ -377,6 +381,7 @@ impl Manager {
     pub fn pollfds(&self) -> Vec<libc::pollfd> {
         let mut fds: Vec<i32> = Vec::new();
         fds.extend(self.listener.as_ref().map(|l| l.as_raw_fd()));
+        fds.extend(self.pending.fds());
         fds.extend(self.notify.as_ref().map(|n| n.as_raw_fd()));
         fds.extend(self.outputs.iter().map(|o| o.fd.as_raw_fd()));
         fds.into_iter()
@@ -390,7 +395,10 @@ impl Manager {
 
     /// How long PID 1 may sleep.
     pub fn timeout(&self) -> Option<Duration> {
-        self.next_deadline()
+        [self.next_deadline(), self.pending.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
@@ -398,9 +406,12 @@ impl Manager {
     pub fn handle(&mut self, ready: &[libc::pollfd]) {
         let is_ready = |fd: i32| ready.iter().any(|p| p.fd == fd && p.revents != 0);
         let lfd = self.listener.as_ref().map(|l| l.as_raw_fd());
-        if lfd.is_some_and(is_ready) {
-            self.accept();
+        if lfd.is_some_and(is_ready)
+            && let Some(l) = &self.listener
+        {
+            self.pending.accept(l);
         }
+        self.take_requests();
         if self
             .notify
             .as_ref()
@@ -529,17 +540,9 @@ impl Manager {
         }
     }
 
-    fn accept(&mut self) {
-        loop {
-            let Some(l) = &self.listener else { return };
-            let Ok((s, _)) = l.accept() else { return };
-            let _ = s.set_nonblocking(false);
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut line = String::new();
-            let got = BufReader::new((&s).take(1 << 16)).read_line(&mut line);
-            if got.is_err() || line.is_empty() {
-                continue;
-            }
+    /// Handles the requests whose line arrived (see `pending`).
+    fn take_requests(&mut self) {
+        for (s, line) in self.pending.take_ready() {
             let req: Request = match serde_json::from_str(&line) {
                 Ok(r) => r,
                 Err(e) => {

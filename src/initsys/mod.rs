@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod journal;
 pub mod manager;
 pub mod notify;
+mod pending;
 pub mod spawn;
 mod status;
 pub mod supervisor;
