@@ -1,7 +1,8 @@
 //! The unit file syntax: `[Section]`, `Key=Value`, `\\` continuation lines, `#`/`;` comments;
 //! the values (time spans, booleans, command lines with `-@+!:` prefixes and quotes) and how
 //! each known key of `[Unit]`, `[Service]` and `[Install]` sets a `Unit`. Unknown keys are
-//! ignored (as systemd does, with a warning); a line that is not an assignment is an error.
+//! ignored, as systemd does — but without systemd's "Unknown key name" warning yet; a line
+//! that is not an assignment is an error.
 
 use std::time::Duration;
 
@@ -183,7 +184,7 @@ pub fn parse_cmd(v: &str) -> Option<Cmd> {
 }
 
 /// Applies entries (fragment, then drop-ins) to `unit`. Unknown keys are ignored, as systemd
-/// does (with a warning); a value that cannot work is an error.
+/// does (it also warns; this does not yet); a value that cannot work is an error.
 pub fn apply(unit: &mut Unit, path: &str, entries: &Entries) -> Result<(), ParseError> {
     for (sec, key, val, line) in entries {
         let err = |what: String| ParseError {

@@ -189,7 +189,7 @@ impl Runtime {
 
     /// The empty root volume image new volumes are copied from (see `sandbox::volume`).
     fn volume_template(&self) -> PathBuf {
-        self.data_dir.join("volume-template.img")
+        self.spare_volumes.template().to_path_buf()
     }
 
     /// The instance's SSH host keys as the gateway reads them (not inside the instance).

@@ -47,6 +47,11 @@ impl SpareVolumes {
         &self.dir
     }
 
+    /// The empty root volume image new volumes are copied from (see `sandbox::volume`).
+    pub fn template(&self) -> &Path {
+        &self.template
+    }
+
     fn names(&self) -> Vec<String> {
         fs::read_dir(&self.dir)
             .map(|r| {

@@ -17,7 +17,7 @@ use std::fs;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,7 @@ impl ProcView {
         let child = Arc::new(Mutex::new(None));
         let (tx, rx) = std::sync::mpsc::channel::<io::Result<u32>>();
         let (mp, pf, slot) = (mount_point.clone(), pid_file.clone(), child.clone());
+        let daemon = std::process::id();
         // The thread that spawns LXCFS waits for it: PR_SET_PDEATHSIG fires when the *thread*
         // that made the child ends, so it must not be a pool thread.
         std::thread::spawn(move || {
@@ -64,12 +65,17 @@ impl ProcView {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            // SAFETY: the closure only makes async-signal-safe system calls (setsid, prctl).
+            // SAFETY: the closure only makes async-signal-safe system calls (setsid, prctl,
+            // getppid, _exit).
             unsafe {
-                cmd.pre_exec(|| {
+                cmd.pre_exec(move || {
                     libc::setsid();
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                         return Err(io::Error::last_os_error());
+                    }
+                    // The daemon died before the death signal was armed: go at once.
+                    if libc::getppid() as u32 != daemon {
+                        libc::_exit(1);
                     }
                     Ok(())
                 });
@@ -78,7 +84,7 @@ impl ProcView {
                 Ok(mut c) => {
                     *slot.lock().unwrap() = Some(c.id());
                     let _ = tx.send(Ok(c.id()));
-                    let _ = wait(&mut c);
+                    let _ = c.wait();
                     *slot.lock().unwrap() = None;
                 }
                 Err(e) => {
@@ -129,10 +135,6 @@ impl ProcView {
     }
 }
 
-fn wait(c: &mut Child) -> io::Result<()> {
-    c.wait().map(|_| ())
-}
-
 fn find_lxcfs() -> Option<PathBuf> {
     ["/usr/bin/lxcfs", "/usr/local/bin/lxcfs", "/bin/lxcfs"]
         .iter()
@@ -143,9 +145,7 @@ fn find_lxcfs() -> Option<PathBuf> {
 /// What an earlier daemon's LXCFS left: its process (by pid file, only if it is an lxcfs on
 /// this mount point) and its mount.
 fn clear_stale(mount_point: &Path, pid_file: &Path) {
-    if let Ok(pid) = fs::read_to_string(pid_file)
-        .map(|s| s.trim().parse::<i32>().unwrap_or(0))
-        .map_err(|_| ())
+    if let Ok(pid) = fs::read_to_string(pid_file).map(|s| s.trim().parse::<i32>().unwrap_or(0))
         && pid > 0
         && fs::read(format!("/proc/{pid}/cmdline"))
             .map(|c| {
