@@ -226,7 +226,7 @@ pub fn unmask(root: &Path, name: &str, ch: &mut Changes) {
 
 /// The units a boot starts: what the boot targets want in the enable dirs (and enabled SysV
 /// scripts), closed over `Wants=`/`Requires=`. Names, sorted; unknown names are left out.
-pub fn boot_set(root: &Path, reg: &Registry) -> BTreeSet<String> {
+pub fn boot_set(root: &Path, reg: &mut Registry) -> BTreeSet<String> {
     let mut todo: Vec<String> = Vec::new();
     for dir in ENABLE_DIRS {
         for t in BOOT_TARGETS {
@@ -254,6 +254,7 @@ pub fn boot_set(root: &Path, reg: &Registry) -> BTreeSet<String> {
     }
     let mut set = BTreeSet::new();
     while let Some(n) = todo.pop() {
+        reg.ensure(&n);
         let Some(u) = reg.get(&n) else { continue };
         if set.insert(u.name.clone()) {
             todo.extend(u.wants.iter().chain(&u.requires).cloned());

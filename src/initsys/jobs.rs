@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::ctl::{Request, Response, Verb};
 use super::manager::{Manager, reply};
 use super::supervisor::{Active, Phase};
-use super::units::{Load, Registry};
+use super::units::Load;
 use super::{deps, install};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,15 +252,24 @@ impl Manager {
                 ),
             );
         }
-        // A unit file written since the last load is loaded on first use, as systemd does.
+        // Units are loaded on first use, as systemd does; a unit file written since the last
+        // scan is found by a new one (the loaded units stay as they were).
         let named: &[String] = match &req {
             Request::Job { units, .. }
             | Request::Status { units }
             | Request::Show { units, .. } => units,
             _ => &[],
         };
-        if named.iter().any(|n| self.reg.get(n).is_none()) {
-            self.reg = Registry::load_all(&self.root);
+        let missing: Vec<String> = named
+            .iter()
+            .filter(|n| !self.reg.ensure(n))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            self.reg.rescan();
+            for n in &missing {
+                self.reg.ensure(n);
+            }
         }
         match req {
             Request::Job {
@@ -277,7 +286,7 @@ impl Manager {
                 }
             }
             Request::Boot => {
-                let set = install::boot_set(&self.root, &self.reg);
+                let set = install::boot_set(&self.root, &mut self.reg);
                 let order = deps::start_order(&self.reg, &set);
                 let mut jobs = Vec::new();
                 for u in order {
@@ -298,7 +307,7 @@ impl Manager {
                 self.wait_or_reply(s, jobs, Response::default(), true);
             }
             Request::DaemonReload => {
-                self.reg = Registry::load_all(&self.root);
+                self.reg.reload();
                 for (n, u) in self.reg.units.clone() {
                     if let Load::Error(e) = u.load_state() {
                         self.log(&n, e);

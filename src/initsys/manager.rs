@@ -126,7 +126,7 @@ impl Manager {
         }
         Manager {
             root: root.to_path_buf(),
-            reg: Registry::load_all(root),
+            reg: Registry::scan(root),
             runs: HashMap::new(),
             pids: HashMap::new(),
             outputs: Vec::new(),

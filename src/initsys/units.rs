@@ -1,7 +1,8 @@
 //! Unit files: parsing (`[Section]`, `Key=Value`, continuation lines, comments), drop-ins, aliases
 //! and masks, and the per-name view the manager keeps.
 //!
-//! Order of a load (`load_all`): for every directory of [`UNIT_DIRS`] (first wins by name) list
+//! Order of a load (`scan`, then `ensure` per name as units are needed, or `load_all`): for
+//! every directory of [`UNIT_DIRS`] (first wins by name) list
 //! `*.service` / `*.target` entries → a symlink to `/dev/null` is a mask, a symlink to another
 //! unit file is an alias of that unit → parse the fragment → apply drop-ins `NAME.d/*.conf` from
 //! every directory, sorted by file name → SysV scripts in `/etc/init.d` without a unit become
@@ -176,8 +177,12 @@ pub fn canonical_name(name: &str) -> String {
 /// keyed by name; aliases map to their unit's name.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
+    /// Loaded units (and masks and SysV scripts, known without reading a file).
     pub units: BTreeMap<String, Unit>,
     pub aliases: HashMap<String, String>,
+    /// Unit files found by `scan`, name → fragment; parsed into `units` by `ensure`.
+    files: BTreeMap<String, PathBuf>,
+    root: PathBuf,
 }
 
 /// `abs` (an instance path) under `root`.
@@ -215,9 +220,25 @@ impl Registry {
         self.resolve(name).and_then(|n| self.units.get(n))
     }
 
-    /// Loads every unit under `root`.
+    /// Loads every unit under `root` (the short-lived `systemctl` clients: listings of files).
     pub fn load_all(root: &Path) -> Registry {
-        let mut reg = Registry::default();
+        let mut reg = Registry::scan(root);
+        let names: Vec<String> = reg.files.keys().cloned().collect();
+        for name in names {
+            reg.ensure(&name);
+        }
+        reg
+    }
+
+    /// Finds every unit under `root` without reading one: masks, alias links and SysV scripts
+    /// are known at once, unit files are parsed by [`Registry::ensure`] when first needed (as
+    /// systemd loads units on demand). PID 1 keeps this: on a host-derived image there are
+    /// hundreds of vendor units it never uses.
+    pub fn scan(root: &Path) -> Registry {
+        let mut reg = Registry {
+            root: root.to_path_buf(),
+            ..Registry::default()
+        };
         let mut links: Vec<(String, String)> = Vec::new();
         for dir in UNIT_DIRS {
             let d = in_root(root, dir);
@@ -231,7 +252,10 @@ impl Registry {
                 .collect();
             names.sort();
             for name in names {
-                if reg.units.contains_key(&name) || links.iter().any(|(a, _)| *a == name) {
+                if reg.units.contains_key(&name)
+                    || reg.files.contains_key(&name)
+                    || links.iter().any(|(a, _)| *a == name)
+                {
                     continue;
                 }
                 let p = d.join(&name);
@@ -255,33 +279,104 @@ impl Registry {
                         if target != name && is_unit_name(&target) {
                             links.push((name, target));
                         } else {
-                            reg.insert_parsed(root, &name, &p);
+                            reg.files.insert(name, p);
                         }
                     }
-                    Err(_) => reg.insert_parsed(root, &name, &p),
+                    Err(_) => {
+                        reg.files.insert(name, p);
+                    }
                 }
             }
         }
         reg.add_sysv(root);
         for (alias, target) in links {
-            if reg.units.contains_key(&target) {
+            if reg.units.contains_key(&target) || reg.files.contains_key(&target) {
                 reg.aliases.insert(alias, target);
-            }
-        }
-        let declared: Vec<(String, String)> = reg
-            .units
-            .values()
-            .flat_map(|u| u.aliases.iter().map(|a| (a.clone(), u.name.clone())))
-            .collect();
-        for (alias, target) in declared {
-            if !reg.units.contains_key(&alias) {
-                reg.aliases.entry(alias).or_insert(target);
             }
         }
         reg
     }
 
-    fn insert_parsed(&mut self, root: &Path, name: &str, path: &Path) {
+    /// A new scan of the unit directories; units already loaded stay as they were (new files
+    /// and links are found, as `systemctl start` of a just-written unit finds it).
+    pub fn rescan(&mut self) {
+        let fresh = Registry::scan(&self.root);
+        for (n, p) in fresh.files {
+            if !self.units.contains_key(&n) {
+                self.files.insert(n, p);
+            }
+        }
+        for (n, u) in fresh.units {
+            self.units.entry(n).or_insert(u);
+        }
+        for (a, t) in fresh.aliases {
+            self.aliases.entry(a).or_insert(t);
+        }
+    }
+
+    /// `daemon-reload`: every file read again; the units that were loaded are loaded again.
+    pub fn reload(&mut self) {
+        let loaded: Vec<String> = self.units.keys().cloned().collect();
+        *self = Registry::scan(&self.root);
+        for n in loaded {
+            self.ensure(&n);
+        }
+    }
+
+    /// Makes sure `name` (or the unit it is an alias of) is loaded, with what it wants and
+    /// requires; false when no such unit exists. A name nothing links to may still be an
+    /// `Alias=` of an unloaded unit: those files are read one at a time and only a match is
+    /// kept.
+    pub fn ensure(&mut self, name: &str) -> bool {
+        let mut todo = vec![canonical_name(name)];
+        let mut found = None;
+        while let Some(n) = todo.pop() {
+            let n = self.aliases.get(&n).cloned().unwrap_or(n);
+            if self.units.contains_key(&n) {
+                found.get_or_insert(true);
+                continue;
+            }
+            let Some(path) = self.files.get(&n).cloned() else {
+                let hit = found.is_none() && self.load_declaring(&n);
+                found.get_or_insert(hit);
+                continue;
+            };
+            self.insert_parsed(&n, &path);
+            found.get_or_insert(true);
+            if let Some(u) = self.units.get(&n) {
+                todo.extend(u.wants.iter().chain(&u.requires).map(|w| canonical_name(w)));
+            }
+        }
+        found.unwrap_or(false)
+    }
+
+    /// Loads the unit whose `Alias=` names `alias`, if any.
+    fn load_declaring(&mut self, alias: &str) -> bool {
+        let candidates: Vec<(String, PathBuf)> = self
+            .files
+            .iter()
+            .filter(|(n, _)| !self.units.contains_key(*n))
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
+        for (n, p) in candidates {
+            let declares = std::fs::read_to_string(&p).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    l.trim()
+                        .strip_prefix("Alias=")
+                        .is_some_and(|v| v.split_whitespace().any(|a| a == alias))
+                })
+            });
+            if declares {
+                self.insert_parsed(&n, &p);
+                return self.ensure(&n);
+            }
+        }
+        false
+    }
+
+    fn insert_parsed(&mut self, name: &str, path: &Path) {
+        let root = self.root.clone();
+        let root = root.as_path();
         let mut unit = Unit {
             name: name.to_string(),
             fragment: Some(path.to_path_buf()),
@@ -323,6 +418,13 @@ impl Registry {
         {
             unit.load = Some(Load::Error(format!("{}: {e}", shown(path))));
         }
+        for alias in &unit.aliases {
+            if !self.units.contains_key(alias) && !self.files.contains_key(alias) {
+                self.aliases
+                    .entry(alias.clone())
+                    .or_insert_with(|| name.to_string());
+            }
+        }
         self.units.insert(name.to_string(), unit);
     }
 
@@ -335,7 +437,11 @@ impl Registry {
         for e in rd.flatten() {
             let script = e.file_name().to_string_lossy().into_owned();
             let name = format!("{script}.service");
-            if script.starts_with('.') || script == "README" || self.units.contains_key(&name) {
+            if script.starts_with('.')
+                || script == "README"
+                || self.units.contains_key(&name)
+                || self.files.contains_key(&name)
+            {
                 continue;
             }
             let meta = e.metadata();
@@ -444,5 +550,35 @@ mod tests {
         assert_eq!(parse_timespan("1min 30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_timespan("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_timespan("soon"), None);
+    }
+
+    #[test]
+    fn a_scan_parses_nothing_and_ensure_loads_a_unit_with_what_it_wants() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(
+            r,
+            "lib/systemd/system/web.service",
+            "[Unit]\nWants=db.service\n[Service]\nExecStart=/bin/web\n[Install]\nAlias=www.service\n",
+        );
+        write(r, "lib/systemd/system/db.service", "[Service]\nExecStart=/bin/db\n");
+        write(r, "lib/systemd/system/other.service", "[Service]\nExecStart=/bin/o\n");
+        let mut reg = Registry::scan(r);
+        assert!(reg.units.is_empty(), "nothing parsed by a scan");
+        assert!(reg.ensure("web"));
+        let loaded: Vec<&String> = reg.units.keys().collect();
+        assert_eq!(loaded, ["db.service", "web.service"]);
+        assert_eq!(reg.resolve("www"), Some("web.service"), "Alias= of a loaded unit");
+        assert!(!reg.ensure("nothing"));
+        // A name only an unloaded unit's Alias= gives: that unit alone is loaded.
+        let mut fresh = Registry::scan(r);
+        assert!(fresh.ensure("www.service"));
+        assert!(fresh.units.contains_key("web.service"));
+        assert!(!fresh.units.contains_key("other.service"));
+        // A unit file written after the scan is found by a rescan.
+        write(r, "etc/systemd/system/new.service", "[Service]\nExecStart=/bin/n\n");
+        assert!(!fresh.ensure("new"));
+        fresh.rescan();
+        assert!(fresh.ensure("new"));
     }
 }
