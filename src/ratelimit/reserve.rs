@@ -12,6 +12,11 @@
 //! ```
 //!
 //! Failures are logged rate-limited with the number of connections closed this way.
+//!
+//! Work done ahead (spare launchers, spare volumes on loop devices, a connector's sockets made
+//! ahead) asks [`descriptors_scarce`] first and waits while the process is short of
+//! descriptors: a pool that refills into the last free descriptors would take the one the
+//! reserve just released, and connections would wait in the backlog instead of closing.
 
 use std::fs::File;
 use std::io;
@@ -26,6 +31,28 @@ use super::RateLimited;
 
 /// How long an accept loop waits after an error it could not work around.
 const BACKOFF: Duration = Duration::from_millis(50);
+
+/// Free descriptors below which work done ahead is not done: the larger of this and an eighth
+/// of the limit.
+const SCARCE_BELOW: u64 = 64;
+
+/// Whether this process is short of file descriptors (fewer free than [`SCARCE_BELOW`] or an
+/// eighth of `RLIMIT_NOFILE`): optional work that holds descriptors should wait.
+pub fn descriptors_scarce() -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return true; // no descriptor left even to look
+    };
+    let open = dir.count() as u64;
+    lim.rlim_cur.saturating_sub(open) < SCARCE_BELOW.max(lim.rlim_cur / 8)
+}
 
 /// The reserve descriptor of a set of accept loops (share one per component).
 pub struct FdReserve {
@@ -154,6 +181,7 @@ mod tests {
                 .map(|_| std::net::TcpStream::connect(addr).unwrap())
                 .collect();
             let mut fillers = Vec::new();
+            assert!(!descriptors_scarce(), "plenty free before the limit is lowered");
             // SAFETY: setrlimit with a valid struct; this is the child process.
             unsafe {
                 let lim = libc::rlimit {
@@ -162,6 +190,7 @@ mod tests {
                 };
                 assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
             }
+            assert!(descriptors_scarce(), "64 in all: work ahead must wait");
             while let Ok(f) = File::open("/dev/null") {
                 fillers.push(f);
             }

@@ -11,7 +11,8 @@
 //! else attaches one itself → the runtime drops the device once the launch has ended (the
 //! instance's mount holds it from then on; a failed launch's device clears itself). A daemon
 //! that dies drops every descriptor, so its spares' devices clear themselves too; spares left
-//! on disk get a device at the next refill.
+//! on disk get a device at the next refill. Nothing is made or attached ahead while the daemon
+//! is short of descriptors (`ratelimit::reserve::descriptors_scarce`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::ratelimit::reserve::descriptors_scarce;
 use crate::sandbox::volume::{self, Attached};
 
 /// Spare volumes kept ready for first boots.
@@ -81,13 +83,13 @@ impl SpareVolumes {
 
     /// Keeps [`SPARE_VOLUMES`] spares ready, each on its loop device, on a background thread.
     pub fn refill(self: &Arc<Self>, make_volume: fn(&Path, &Path) -> Result<(), String>) {
-        if self.refilling.swap(true, Ordering::SeqCst) {
+        if descriptors_scarce() || self.refilling.swap(true, Ordering::SeqCst) {
             return;
         }
         let me = self.clone();
         std::thread::spawn(move || {
             me.attach_missing();
-            while me.names().len() < SPARE_VOLUMES {
+            while me.names().len() < SPARE_VOLUMES && !descriptors_scarce() {
                 let name = format!("spare-{:016x}", rand::random::<u64>());
                 let tmp = me.dir.join(format!("{name}.tmp"));
                 let made = make_volume(&tmp, &me.template)
@@ -111,6 +113,9 @@ impl SpareVolumes {
         for name in self.names() {
             if devices.contains_key(&name) {
                 continue;
+            }
+            if descriptors_scarce() {
+                return; // a device ahead holds a descriptor; the launcher can attach it
             }
             match volume::attach(&self.dir.join(&name)) {
                 Ok(Some(dev)) => {

@@ -333,7 +333,11 @@ fn serve(
 /// Fills the pool up to POOL (made outside the lock; dropped if the connector was closed or
 /// retired meanwhile).
 fn top_up(state: &Mutex<State>) {
-    let want = POOL.saturating_sub(lock(state).pool.len());
+    let want = if crate::ratelimit::reserve::descriptors_scarce() {
+        0 // short of descriptors: sockets are made on request only
+    } else {
+        POOL.saturating_sub(lock(state).pool.len())
+    };
     let made: Vec<OwnedFd> = (0..want)
         .map_while(|_| sys::tcp_socket(false).ok())
         .collect();

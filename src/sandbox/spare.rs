@@ -7,7 +7,8 @@
 //!
 //! Order of steps: `Spares::clean_stale` (daemon start) → `Spares::refill` (a background
 //! thread, one spare at a time, up to `serve --spare-launchers`, default [`SPARES`]) → `Spares::take` (a launch) →
-//! `launch::launch_with` → `refill` again. A spare whose stdin closes with no input — its
+//! `launch::launch_with` → `refill` again (not while the daemon is short of descriptors:
+//! `ratelimit::reserve::descriptors_scarce`). A spare whose stdin closes with no input — its
 //! daemon dropped it, stopped or was killed — leaves its cgroup, removes it and exits; what a
 //! killed spare could not remove, `clean_stale` removes at the next start. Spare names carry a
 //! tag of the data dir, so no other lab's spares are ever touched. cgroup2 refuses renames:
@@ -175,13 +176,17 @@ impl Spares {
         if self.keep == 0
             || !cgroup::can_adopt()
             || self.stopped.load(Ordering::SeqCst)
+            || crate::ratelimit::reserve::descriptors_scarce()
             || self.filling.swap(true, Ordering::SeqCst)
         {
             return;
         }
         let me = self.clone();
         std::thread::spawn(move || {
-            while me.ready().len() < me.keep && !me.stopped.load(Ordering::SeqCst) {
+            while me.ready().len() < me.keep
+                && !me.stopped.load(Ordering::SeqCst)
+                && !crate::ratelimit::reserve::descriptors_scarce()
+            {
                 let name = format!("{}{:08x}", me.prefix, rand::random::<u32>());
                 match make(&me.exe, &name) {
                     Ok(s) if !me.stopped.load(Ordering::SeqCst) => me.ready().push(s),
