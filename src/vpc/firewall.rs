@@ -79,7 +79,7 @@ pub fn compile(s: &Snapshot) -> String {
     for g in referenced_groups(s) {
         let ips: BTreeSet<String> = members
             .iter()
-            .filter(|m| m.groups.iter().any(|x| *x == g))
+            .filter(|m| m.groups.contains(&g))
             .map(|m| m.private_ip.to_string())
             .collect();
         let ips: Vec<String> = ips.into_iter().collect();
@@ -124,7 +124,7 @@ pub fn compile(s: &Snapshot) -> String {
         let groups: Vec<&SecurityGroup> = s
             .groups
             .iter()
-            .filter(|g| m.groups.iter().any(|x| *x == g.id))
+            .filter(|g| m.groups.contains(&g.id))
             .collect();
         let _ = writeln!(out, "  chain out_{n} {{");
         for r in groups.iter().flat_map(|g| &g.egress) {
@@ -342,8 +342,10 @@ mod tests {
             .spawn()
             .and_then(|mut c| {
                 use std::io::Write as _;
-                let mut empty = Snapshot::default();
-                empty.groups = db_lesson().groups;
+                let empty = Snapshot {
+                    groups: db_lesson().groups,
+                    ..Snapshot::default()
+                };
                 let script = compile(&db_lesson()) + &compile(&empty);
                 c.stdin.take().unwrap().write_all(script.as_bytes())?;
                 c.wait_with_output()
