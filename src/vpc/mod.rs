@@ -8,14 +8,15 @@
 //!                          a rule or an instance's groups changed) → the newest snapshot is
 //!                          kept, the thread is woken; updates that arrive while one applies
 //!                          are folded into the next (the last one wins, none is lost)
-//! thread                   compile → `nsenter --net=<router> nft -f -` (one transaction: the
+//! thread                   joins the router namespace once; per update: compile → `nft -f -`
+//!                          (spawned from the thread, so in that namespace; one transaction: the
 //!                          old ruleset stays whole until the new one replaces it) → the
 //!                          generation applied is published (`applied`); a failure is logged
 //!                          with nft's message and the previous ruleset stays
 //! ```
 //!
 //! Until the first ruleset is in, the router forwards nothing (the kernel's default for a
-//! namespace with `ip_forward` off; `sandbox::vpc` turns forwarding on only with the ruleset).
+//! namespace with `ip_forward` off): the thread turns forwarding on after its first apply.
 
 pub mod firewall;
 
@@ -29,8 +30,8 @@ pub use firewall::{Member, Snapshot};
 
 #[derive(Default)]
 struct State {
-    /// The newest snapshot not yet applied, with its generation.
-    pending: Option<(u64, Snapshot)>,
+    /// The newest snapshot not yet applied, with its generation and when it was asked for.
+    pending: Option<(u64, Snapshot, std::time::Instant)>,
     next: u64,
     applied: u64,
     stopped: bool,
@@ -67,7 +68,7 @@ impl Firewall {
         let mut st = self.lock();
         st.next += 1;
         let generation = st.next;
-        st.pending = Some((generation, snap));
+        st.pending = Some((generation, snap, std::time::Instant::now()));
         self.wake.notify_all();
         generation
     }
@@ -90,9 +91,18 @@ impl Firewall {
     }
 
     fn run(&self) {
+        // This thread lives in the router's namespace: the `nft` it spawns inherits it (one
+        // exec per update, no `nsenter`).
+        let joined = std::fs::File::open(&self.router).and_then(|ns| {
+            crate::sandbox::sys::setns(std::os::fd::AsFd::as_fd(&ns), libc::CLONE_NEWNET)
+        });
+        if let Err(e) = joined {
+            tracing::error!(error = %e, router = %self.router.display(), "the VPC firewall cannot enter the router namespace");
+            return;
+        }
         let mut forwarding = false;
         loop {
-            let (generation, snap) = {
+            let (generation, snap, asked) = {
                 let mut st = self.lock();
                 while st.pending.is_none() && !st.stopped {
                     st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -118,6 +128,7 @@ impl Firewall {
                         generation,
                         members = snap.members.len(),
                         ms = t0.elapsed().as_secs_f64() * 1000.0,
+                        since_asked_ms = asked.elapsed().as_secs_f64() * 1000.0,
                         "vpc firewall applied"
                     )
                 }
@@ -129,16 +140,15 @@ impl Firewall {
         }
     }
 
-    /// `nft -f -` inside the router namespace.
+    /// `nft -f -`, from this thread (in the router namespace).
     fn apply(&self, script: &str) -> Result<(), String> {
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", self.router.display()))
-            .args(["nft", "-f", "-"])
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("nsenter nft: {e} (install Debian's nftables)"))?;
+            .map_err(|e| format!("nft: {e} (install Debian's nftables)"))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(script.as_bytes())
