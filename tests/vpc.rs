@@ -242,3 +242,95 @@ fn the_database_in_its_own_instance() {
         "the real web instance still does"
     );
 }
+
+#[test]
+fn network_interfaces_show_each_instance_and_refuse_what_is_not_there() {
+    if !prerequisites(&["aws"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let web = group(&d, "lab-web-sg");
+    let a = d.run_instances(&["--security-group-ids", &web])[0].clone();
+    let b = d.run_instances(&["--placement", "AvailabilityZone=ap-northeast-2b"])[0].clone();
+    let all = d.aws_json(&["ec2", "describe-network-interfaces"]);
+    let enis = all["NetworkInterfaces"].as_array().unwrap();
+    assert_eq!(enis.len(), 2, "{all}");
+    for id in [&a, &b] {
+        let inst = &d.aws_json(&["ec2", "describe-instances", "--instance-ids", id])["Reservations"]
+            [0]["Instances"][0];
+        let eni_id = inst["NetworkInterfaces"][0]["NetworkInterfaceId"]
+            .as_str()
+            .unwrap();
+        let v = d.aws_json(&[
+            "ec2",
+            "describe-network-interfaces",
+            "--filters",
+            &format!("Name=attachment.instance-id,Values={id}"),
+        ]);
+        let n = &v["NetworkInterfaces"][0];
+        assert_eq!(v["NetworkInterfaces"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(n["NetworkInterfaceId"], eni_id);
+        assert_eq!(n["PrivateIpAddress"], inst["PrivateIpAddress"]);
+        assert_eq!(n["PrivateDnsName"], inst["PrivateDnsName"]);
+        assert_eq!(n["SubnetId"], inst["SubnetId"]);
+        assert_eq!(n["Association"]["PublicIp"], inst["PublicIpAddress"]);
+        assert_eq!(n["Attachment"]["Status"], "attached");
+        assert_eq!(n["Attachment"]["DeviceIndex"], 0);
+        assert_eq!(n["Groups"], inst["SecurityGroups"]);
+        assert_eq!(n["Status"], "in-use");
+        // The same id by name.
+        let by_id = d.aws_json(&[
+            "ec2",
+            "describe-network-interfaces",
+            "--network-interface-ids",
+            eni_id,
+        ]);
+        assert_eq!(
+            by_id["NetworkInterfaces"][0]["Attachment"]["InstanceId"],
+            id.as_str()
+        );
+    }
+    let in_web = d.aws_json(&[
+        "ec2",
+        "describe-network-interfaces",
+        "--filters",
+        &format!("Name=group-id,Values={web}"),
+    ]);
+    assert_eq!(in_web["NetworkInterfaces"].as_array().unwrap().len(), 1);
+    d.aws_err(
+        &[
+            "ec2",
+            "describe-network-interfaces",
+            "--network-interface-ids",
+            "eni-0123456789abcdef0",
+        ],
+        "InvalidNetworkInterfaceID.NotFound",
+    );
+    d.aws_err(
+        &[
+            "ec2",
+            "describe-network-interfaces",
+            "--network-interface-ids",
+            "i-0123",
+        ],
+        "InvalidNetworkInterfaceID.Malformed",
+    );
+    d.aws_err(
+        &[
+            "ec2",
+            "describe-network-interfaces",
+            "--filters",
+            "Name=nonsense,Values=x",
+        ],
+        "InvalidParameterValue",
+    );
+    // Terminated: its interface is gone with it.
+    d.aws_json(&["ec2", "terminate-instances", "--instance-ids", &b]);
+    d.wait_state(&b, "terminated");
+    let left = d.aws_json(&["ec2", "describe-network-interfaces"]);
+    assert_eq!(
+        left["NetworkInterfaces"].as_array().unwrap().len(),
+        1,
+        "{left}"
+    );
+}

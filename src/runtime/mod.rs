@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-pub use metadata::{InstanceMetadata, mac_of};
+pub use metadata::InstanceMetadata;
 
 use crate::cloud::{Cloud, Host, Image, Instance, InstanceState, catalog};
 use crate::front::Front;
