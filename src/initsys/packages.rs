@@ -353,7 +353,9 @@ fn info(db: &Db, entries: &[Entry]) -> i32 {
                 "Architecture : {}",
                 if p.arch.is_empty() { "amd64" } else { &p.arch }
             );
-            println!("Summary      : {}", p.summary);
+            if !p.summary.is_empty() {
+                println!("Summary      : {}", p.summary);
+            }
             println!("Repository   : @System\n");
         }
     }

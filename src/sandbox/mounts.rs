@@ -306,6 +306,9 @@ fn bind_tools(
     userns: Option<BorrowedFd<'_>>,
     owner: Option<u32>,
 ) {
+    // The file itself: `bind_read_only` would copy a symlink (`/proc/self/exe` -> a host path
+    // that does not exist inside) as a symlink, and every link to `TOOLS_COPY` would dangle.
+    let exe = &fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
     if bind_read_only(root, exe, TOOLS_COPY, userns).is_err() {
         return;
     }
