@@ -37,6 +37,17 @@ fn debian_host() -> bool {
     )
 }
 
+/// A daemon and a running lab-linux instance; `None` (skipped) without the prerequisites.
+fn lab_linux_instance() -> Option<(Daemon, String)> {
+    if !prerequisites(&["aws"]) || !debian_host() {
+        return None;
+    }
+    let d = Daemon::start();
+    let id = d.run_instances(&[])[0].clone();
+    d.wait_state(&id, "running");
+    Some((d, id))
+}
+
 /// `exec` as `user` returning (exit code, stdout, stderr).
 fn sh(d: &Daemon, id: &str, user: &str, script: &str) -> (i32, String, String) {
     let o = d.exec(id, Some(user), script);
@@ -115,12 +126,9 @@ fn tutorial_user_data_says_what_is_installed_and_what_is_offline() {
 
 #[test]
 fn unknown_options_verbs_and_topics_are_refused_by_name() {
-    if !prerequisites(&["aws"]) || !debian_host() {
+    let Some((d, id)) = lab_linux_instance() else {
         return;
-    }
-    let d = Daemon::start();
-    let id = d.run_instances(&[])[0].clone();
-    d.wait_state(&id, "running");
+    };
     let (code, _, err) = sh(&d, &id, "root", "yum install --nogpgcheck -y httpd");
     assert_eq!(code, 1);
     assert!(
@@ -156,12 +164,9 @@ fn unknown_options_verbs_and_topics_are_refused_by_name() {
 
 #[test]
 fn an_offline_install_ends_instead_of_hanging() {
-    if !prerequisites(&["aws"]) || !debian_host() {
+    let Some((d, id)) = lab_linux_instance() else {
         return;
-    }
-    let d = Daemon::start();
-    let id = d.run_instances(&[])[0].clone();
-    d.wait_state(&id, "running");
+    };
     // A guard against a hang, not a measure of speed: the command must end by itself.
     let mut child = Command::new(BIN)
         .args(["exec", "--data-dir"])
@@ -198,22 +203,8 @@ fn the_busybox_ami_has_no_package_manager() {
         return;
     }
     let d = Daemon::start();
-    let dir = d.dir.path().join("busybox-ami");
-    run_ok(
-        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-ami.sh"))
-            .arg("busybox")
-            .arg(&dir),
-    );
-    let v = d.aws_json(&[
-        "ec2",
-        "register-image",
-        "--name",
-        "busybox",
-        "--image-location",
-        dir.to_str().unwrap(),
-    ]);
-    let ami = v["ImageId"].as_str().unwrap();
-    let v = d.aws_json(&["ec2", "run-instances", "--image-id", ami]);
+    let ami = d.busybox_ami();
+    let v = d.aws_json(&["ec2", "run-instances", "--image-id", &ami]);
     let id = v["Instances"][0]["InstanceId"]
         .as_str()
         .unwrap()

@@ -375,7 +375,7 @@ Version: 1.22.1-9
     fn a_mirror_is_reachable_when_it_accepts() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open = l.local_addr().unwrap().to_string();
-        assert!(mirror_reachable(&[open.clone()]));
+        assert!(mirror_reachable(std::slice::from_ref(&open)));
         drop(l);
         assert!(!mirror_reachable(&[open, "no-such-host.invalid:80".into()]));
     }

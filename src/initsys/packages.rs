@@ -96,7 +96,12 @@ pub fn yum(tool: &str, args: &[String]) -> i32 {
         );
         return 1;
     };
-    let entries: Vec<Entry> = names.iter().map(|n| pkgmap::lookup(n)).collect();
+    let mut entries: Vec<Entry> = Vec::new();
+    for n in names {
+        if !entries.iter().any(|e| e.name == *n) {
+            entries.push(pkgmap::lookup(n));
+        }
+    }
     match verb.as_str() {
         "install" => install(&db, &entries, &o),
         "update" | "upgrade" => update(&db, &entries, &o),
@@ -432,7 +437,11 @@ pub fn extras(args: &[String]) -> i32 {
             eprintln!("Topic {t} is not found.");
             return 1;
         };
-        names.extend(p.iter().map(|n| n.to_string()));
+        for n in p.iter() {
+            if !names.iter().any(|x: &String| x == n) {
+                names.push(n.to_string());
+            }
+        }
     }
     if verb == "enable" {
         for t in topics {

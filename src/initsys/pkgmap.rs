@@ -51,10 +51,10 @@ pub const TABLE: &[Row] = &[
         None,
     ),
     (
-        &["php-json", "php-pdo"],
-        &["php-common|php*-common"],
+        &["php-json"],
+        &["php*-common|php-common"],
         None,
-        None,
+        Some("JSON is built into PHP 8"),
     ),
     (&["php-devel"], &["php-dev|php*-dev"], None, None),
     (

@@ -291,8 +291,9 @@ const TOOL_PATHS: &[(&str, &str)] = &[
     ("usr/sbin", "halt"),
     ("usr/sbin", "shutdown"),
 ];
-/// Package tools: linked only where the image has nothing at that path (never over a real
-/// `yum`); see `pkgtools` for a read-only `/usr` and images that cannot run the binary.
+/// Package tools: linked only where the image has nothing at that path and no `rpm` (never
+/// over or beside a real `yum`); see `pkgtools` for a read-only `/usr` and images that cannot
+/// run the binary.
 const PACKAGE_TOOL_PATHS: &[(&str, &str)] = &[
     ("usr/bin", "yum"),
     ("usr/bin", "dnf"),
@@ -327,6 +328,10 @@ fn bind_tools(
             }
             _ => {}
         }
+    }
+    // An RPM image has its own yum or dnf, even where one of the names is missing.
+    if matches!(tool_path(root, "usr/bin", "rpm"), Some((_, Some(_)))) {
+        return;
     }
     let Some(link) = super::pkgtools::link_target(root, glibc) else {
         return;
