@@ -6,7 +6,7 @@
 //!    run it (no glibc: the busybox AMI) but has a `/bin/sh`, a two-line script written into the
 //!    fresh `/run/ec2lab` that says "this image has no package manager" and exits 1;
 //! 2. [`link_in_fallback`]: when `usr/bin` is read-only (`lab-linux`: the host's `/usr`), a
-//!    small tmpfs over `usr/local/sbin` (on every user's `PATH`) holding the links, made
+//!    small tmpfs over `usr/local/sbin` (on root's and sudo's `PATH`) holding the links, made
 //!    read-only — only if that directory is empty, so nothing of the image is hidden.
 
 use std::ffi::CString;
