@@ -287,7 +287,12 @@ const TOOL_PATHS: &[(&str, &str)] = &[
 
 /// Step 8 (best effort, see the module docs).
 fn bind_tools(root: BorrowedFd<'_>, exe: &Path, userns: Option<BorrowedFd<'_>>) {
-    if bind_read_only(root, exe, TOOLS_COPY, userns).is_err() {
+    // `/proc/self/exe` names the binary through the host's mount namespace, which cannot be
+    // cloned from this one (EINVAL): bind its path as this namespace sees it.
+    let Ok(exe) = fs::canonicalize(exe) else {
+        return;
+    };
+    if bind_followed(root, &exe, TOOLS_COPY, userns).is_err() {
         return;
     }
     let glibc = matches!(
@@ -321,7 +326,7 @@ fn bind_tools(root: BorrowedFd<'_>, exe: &Path, userns: Option<BorrowedFd<'_>>) 
             )
         };
         if r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG {
-            let _ = bind_read_only(root, exe, &format!("{dir}/{name}"), userns);
+            let _ = bind_followed(root, &exe, &format!("{dir}/{name}"), userns);
         } else if r < 0 && glibc {
             let _ = sys::symlinkat(c"/run/ec2lab/ctl", dfd.as_fd(), &name_c);
         }
@@ -495,25 +500,35 @@ fn bind_read_only(
     } else {
         src.to_path_buf()
     };
-    let is_dir = fs::metadata(&src_real).map_err(err)?.is_dir();
+    bind_followed(root, &src_real, rel, userns).map_err(err)
+}
+
+/// Binds `src` read-only (and nodev) over `rel` inside the root, following `src` if it is a
+/// link (the caller decides what a host symlink means).
+fn bind_followed(
+    root: BorrowedFd<'_>,
+    src: &Path,
+    rel: &str,
+    userns: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let is_dir = fs::metadata(src).map(|m| m.is_dir())?;
     let target = resolve(
         root,
         rel,
         Some(if is_dir { Create::Dir } else { Create::File }),
-    )
-    .map_err(err)?;
-    let src_c = sys::cpath(&src_real).map_err(err)?;
+    )?;
+    let src_c = sys::cpath(src)?;
     if let Some(ns) = userns {
         // A detached clone, made read-only, nodev and idmapped before it is attached.
-        let mnt = sys::open_tree_clone(&src_c).map_err(err)?;
+        let mnt = sys::open_tree_clone(&src_c)?;
         let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_IDMAP;
-        sys::mount_setattr(mnt.as_fd(), attrs, Some(ns)).map_err(err)?;
-        return sys::move_mount_to(mnt.as_fd(), target.as_fd()).map_err(err);
+        sys::mount_setattr(mnt.as_fd(), attrs, Some(ns))?;
+        return sys::move_mount_to(mnt.as_fd(), target.as_fd());
     }
-    mount_at(Some(&src_c), target.as_fd(), None, libc::MS_BIND, "").map_err(err)?;
+    mount_at(Some(&src_c), target.as_fd(), None, libc::MS_BIND, "")?;
     // Re-resolve: the old descriptor still points below the new mount.
-    let top = resolve(root, rel, None).map_err(err)?;
-    let keep = inherited_flags(&src_c).map_err(err)?;
+    let top = resolve(root, rel, None)?;
+    let keep = inherited_flags(&src_c)?;
     mount_at(
         None,
         top.as_fd(),
@@ -521,7 +536,6 @@ fn bind_read_only(
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NODEV | keep,
         "",
     )
-    .map_err(err)
 }
 
 /// The root volume as PID 1 mounts it: its loop device (none: a plain directory volume), and
