@@ -561,14 +561,26 @@ mod tests {
             "lib/systemd/system/web.service",
             "[Unit]\nWants=db.service\n[Service]\nExecStart=/bin/web\n[Install]\nAlias=www.service\n",
         );
-        write(r, "lib/systemd/system/db.service", "[Service]\nExecStart=/bin/db\n");
-        write(r, "lib/systemd/system/other.service", "[Service]\nExecStart=/bin/o\n");
+        write(
+            r,
+            "lib/systemd/system/db.service",
+            "[Service]\nExecStart=/bin/db\n",
+        );
+        write(
+            r,
+            "lib/systemd/system/other.service",
+            "[Service]\nExecStart=/bin/o\n",
+        );
         let mut reg = Registry::scan(r);
         assert!(reg.units.is_empty(), "nothing parsed by a scan");
         assert!(reg.ensure("web"));
         let loaded: Vec<&String> = reg.units.keys().collect();
         assert_eq!(loaded, ["db.service", "web.service"]);
-        assert_eq!(reg.resolve("www"), Some("web.service"), "Alias= of a loaded unit");
+        assert_eq!(
+            reg.resolve("www"),
+            Some("web.service"),
+            "Alias= of a loaded unit"
+        );
         assert!(!reg.ensure("nothing"));
         // A name only an unloaded unit's Alias= gives: that unit alone is loaded.
         let mut fresh = Registry::scan(r);
@@ -576,7 +588,11 @@ mod tests {
         assert!(fresh.units.contains_key("web.service"));
         assert!(!fresh.units.contains_key("other.service"));
         // A unit file written after the scan is found by a rescan.
-        write(r, "etc/systemd/system/new.service", "[Service]\nExecStart=/bin/n\n");
+        write(
+            r,
+            "etc/systemd/system/new.service",
+            "[Service]\nExecStart=/bin/n\n",
+        );
         assert!(!fresh.ensure("new"));
         fresh.rescan();
         assert!(fresh.ensure("new"));
