@@ -52,7 +52,8 @@ impl Manager {
         if r.control_pid == Some(pid) {
             r.control_pid = None;
             let setting = setting_of(phase);
-            r.last_exit = Some((pid, setting, String::new(), st));
+            let line = cmd_at(&unit.service, phase).map_or_else(String::new, |c| c.argv.join(" "));
+            r.last_exit = Some((pid, setting, line, st));
             let ignore = cmd_at(&unit.service, phase).is_some_and(|c| c.ignore_failure);
             if !ok(st) && !ignore {
                 self.log(
