@@ -9,30 +9,13 @@
 //! Helpers (`Lamp::start`, `Lamp::run`, `Lamp::page`, `Lamp::ssh`) so that another tutorial's
 //! user data (the verbatim `yum install -y httpd …` one) is one more test function.
 
-mod common;
+mod ssh_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
-
-const SSH_OPTS: &[&str] = &[
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "LogLevel=ERROR",
-    "-o",
-    "ConnectTimeout=20",
-    "-F",
-    "/dev/null",
-];
+use ssh_common::*;
 
 /// A daemon with the LAMP image registered, a key pair, and a security group open on 80 and 22.
 struct Lamp {
@@ -91,8 +74,7 @@ impl Lamp {
         ]);
         assert!(out.status.success(), "{out:?}");
         let key = d.write_file("lamp.pem", &String::from_utf8(out.stdout).unwrap());
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        chmod600(&key);
         Some(Lamp { d, ami, group, key })
     }
 
@@ -150,22 +132,15 @@ impl Lamp {
     /// `ssh -i lamp.pem admin@PUBLIC_IP SCRIPT`, asserting success; returns stdout.
     fn ssh(&self, id: &str, script: &str) -> String {
         let ip = self.d.public_ip(id).expect("a public IP");
-        let out = Command::new("ssh")
-            .args(SSH_OPTS)
-            .arg("-i")
-            .arg(&self.key)
-            .args(["-p", &self.d.ssh_port.to_string()])
-            .arg(format!("admin@{ip}"))
-            .arg(script)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ssh {script:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_ok(
+            Command::new("ssh")
+                .args(SSH_OPTS)
+                .arg("-i")
+                .arg(&self.key)
+                .args(["-p", &self.d.ssh_port.to_string()])
+                .arg(format!("admin@{ip}"))
+                .arg(script),
+        )
     }
 }
 

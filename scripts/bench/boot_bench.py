@@ -10,11 +10,8 @@ here. nspawn: `--volatile=overlay` (the tree read-only under a tmpfs, like our o
 in the network namespace NETNS that boot.sh made, polled on 127.0.0.1 from inside NETNS by a
 poller that is already polling when nspawn starts.
 """
-import http.client, json, os, select, signal, statistics, subprocess, sys, time
-from urllib.parse import urlparse
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+import http.client, os, select, signal, statistics, subprocess, sys, time
+from lab_api import Api
 
 TIMEOUT = 120  # seconds to the first 200 before a boot counts as failed
 
@@ -43,21 +40,7 @@ if sys.argv[1] == "--poll":  # the nspawn side's poller, run inside NETNS by the
 
 data_dir, endpoint, ami_dir, nspawn_root, netns = sys.argv[1:6]
 N = int(sys.argv[6])
-creds = json.load(open(os.path.join(data_dir, "credentials.json")))
-u = urlparse(endpoint)
-conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-
-
-def call(body):
-    req = AWSRequest(method="POST", url=endpoint + "/", data=body,
-                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
-    SigV4Auth(Credentials(creds["access_key_id"], creds["secret_access_key"]), "ec2", "ap-northeast-2").add_auth(req)
-    conn.request("POST", "/", body=body, headers=dict(req.headers.items()))
-    r = conn.getresponse()
-    data = r.read().decode()
-    if r.status != 200:
-        raise SystemExit(f"HTTP {r.status}: {data[:400]}")
-    return data
+call = Api(endpoint, data_dir).call
 
 
 def tag(xml, name):
