@@ -181,7 +181,10 @@ mod tests {
                 .map(|_| std::net::TcpStream::connect(addr).unwrap())
                 .collect();
             let mut fillers = Vec::new();
-            assert!(!descriptors_scarce(), "plenty free before the limit is lowered");
+            assert!(
+                !descriptors_scarce(),
+                "plenty free before the limit is lowered"
+            );
             // SAFETY: setrlimit with a valid struct; this is the child process.
             unsafe {
                 let lim = libc::rlimit {
