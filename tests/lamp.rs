@@ -2,9 +2,9 @@
 //! by scripts/lib/lamp-image.sh; scripts/test.sh gives its directory as `EC2LAB_LAMP_AMI`):
 //! user data starts Apache and MariaDB the systemd way, makes a database, a user and a row with
 //! `mysql`, and writes an index.php that reads the row with mysqli. `curl` on the public IP gets
-//! the row; `ssh` as the image's `admin` sees the services active; after stop/start and after a
-//! daemon restart the page is still served, by the enabled units, without the user data running
-//! again.
+//! the row; `ssh` as the image's `admin` sees the services active; after Apache's master is
+//! killed (Restart=on-abort), after stop/start and after a daemon restart the page is still
+//! served, by the enabled units, without the user data running again.
 //!
 //! Helpers (`Lamp::start`, `Lamp::run`, `Lamp::page`, `Lamp::ssh`) so that another tutorial's
 //! user data (the verbatim `yum install -y httpd …` one) is one more test function.
@@ -191,6 +191,17 @@ fn apache_serves_php_reading_mariadb_across_stop_start_and_daemon_restart() {
         out,
         format!("admin\nactive\nactive\nenabled\nenabled\n{ROW}\n")
     );
+
+    // Apache's master dies: the unit knew it as its main process (Type=forking, no PIDFile)
+    // and Restart=on-abort brings the page back from a new one.
+    let main = lamp.ssh(&id, "systemctl show apache2 -p MainPID --value");
+    assert_ne!(main.trim(), "0", "apache2.service has a main process");
+    lamp.ssh(&id, &format!("sudo kill -KILL {}", main.trim()));
+    eventually("a new main process for apache2.service", || {
+        let now = lamp.ssh(&id, "systemctl show apache2 -p MainPID --value");
+        now.trim() != "0" && now != main
+    });
+    assert_eq!(lamp.page(&id, ROW), page);
 
     // Stop and start: the enabled units serve the page again; the user data does not rerun.
     lamp.d
