@@ -4,9 +4,9 @@
 # same root filesystem to the same first 200, and the ratio (target: <= 0.25x nspawn's time).
 #   sudo scripts/bench/boot.sh [N=10]
 # The image is scripts/lib/lamp-image.sh's (built once, cached), or EC2LAB_LAMP_AMI. EC2LAB_BIN
-# runs that binary instead of building this tree. nspawn runs in a network namespace this
-# script makes (loopback only), polled on 127.0.0.1 inside it; if it cannot boot here, the
-# output says why.
+# runs that binary instead of building this tree. Each nspawn boot runs in a network namespace
+# of its own that the benchmark makes (loopback only), polled on 127.0.0.1 inside it; if nspawn
+# cannot boot here, the output says why.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-10}
@@ -19,14 +19,12 @@ tmp=$(mktemp -d)
 netns=ec2lab-boot-bench-$$
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
-  ip netns del "$netns" 2>/dev/null || true
+  for ns in $(ip netns list | awk -v p="$netns-" 'index($1, p) == 1 { print $1 }'); do ip netns del "$ns"; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 # nspawn's copy of the root filesystem (it boots it read-only under a tmpfs, as ours is an overlay).
 cp -a "$ami/rootfs" "$tmp/nspawn-root"
-ip netns add "$netns"
-ip netns exec "$netns" ip link set lo up
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" serve --data-dir "$tmp/lab" --api-addr "127.0.0.1:$port" --public-cidr 127.97.0.0/16 2>"$tmp/lab.log" &
 for _ in $(seq 200); do [ -f "$tmp/lab/daemon.json" ] && break; sleep 0.05; done

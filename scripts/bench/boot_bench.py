@@ -2,13 +2,13 @@
 """Boot benchmark: RunInstances → first HTTP 200 from Apache on the LAMP image, against
 `systemd-nspawn --boot` booting a copy of the same root filesystem to the same first 200.
 
-usage: boot_bench.py DATA_DIR ENDPOINT AMI_DIR NSPAWN_ROOT NETNS N
+usage: boot_bench.py DATA_DIR ENDPOINT AMI_DIR NSPAWN_ROOT NETNS N   (NETNS: a name prefix)
 
 Both sides start from the image as built (no user data): Apache's `/` answers 200 once the
 image's enabled apache2.service runs. ec2lab: polled on the instance's public IP (127.x) from
 here. nspawn: `--volatile=overlay` (the tree read-only under a tmpfs, like our overlay root),
-in the network namespace NETNS that boot.sh made, polled on 127.0.0.1 from inside NETNS by a
-poller that is already polling when nspawn starts.
+in a fresh network namespace per boot (NETNS-<n>, loopback only), polled on 127.0.0.1 from inside
+it by a poller that is already polling when nspawn starts.
 """
 import http.client, os, select, signal, statistics, subprocess, sys, time
 from lab_api import Api
@@ -79,13 +79,20 @@ lab50 = report("ec2lab RunInstances → first 200 (Apache)", lab)
 ns, why = [], None
 log_path = os.path.join(os.path.dirname(nspawn_root), "nspawn.log")
 for n in range(N):
-    poller = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, __file__, "--poll"],
+    # A namespace per boot, so nothing from an earlier boot can answer for this one.
+    ns_name = f"{netns}-{n}"
+    subprocess.run(["ip", "netns", "add", ns_name], check=True)
+    subprocess.run(["ip", "netns", "exec", ns_name, "ip", "link", "set", "lo", "up"], check=True)
+    poller = subprocess.Popen(["ip", "netns", "exec", ns_name, sys.executable, __file__, "--poll"],
                               stdout=subprocess.PIPE, text=True)
     assert poller.stdout.readline().strip() == "ready"
     with open(log_path, "w") as log:
         t0 = time.monotonic()
+        # --kill-signal=SIGKILL: nspawn's SIGTERM below ends the container at once (its
+        # shutdown is not measured, and a slow one must not outlive nspawn).
         box = subprocess.Popen(["systemd-nspawn", "--quiet", "--boot", "-D", nspawn_root, "--volatile=overlay",
-                                "--register=no", "--keep-unit", f"--network-namespace-path=/run/netns/{netns}",
+                                "--register=no", "--keep-unit", "--kill-signal=SIGKILL",
+                                f"--network-namespace-path=/run/netns/{ns_name}",
                                 f"--machine=ec2lab-bench-{os.getpid()}-{n}"],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         # The poller's answer, unless nspawn gives up first.
@@ -94,21 +101,19 @@ for n in range(N):
         answer = poller.stdout.readline().strip() if box.poll() is None else "exited"
         poller.kill()
         poller.wait()
-        if answer in ("timeout", "exited"):
-            box.kill()
-            box.wait()
-            tail = open(log_path, errors="replace").read().strip().splitlines()[-15:]
-            why = (f"nspawn exited with status {box.returncode}" if box.returncode not in (None, -9)
-                   else f"no 200 within {TIMEOUT} s") + ":\n    " + "\n    ".join(tail)
-            break
-        ns.append(float(answer) - t0)
-        # Power the container off (nspawn turns SIGTERM into the container's poweroff).
         box.send_signal(signal.SIGTERM)
         try:
-            box.wait(timeout=60)
+            box.wait(timeout=30)
         except subprocess.TimeoutExpired:
             box.kill()
             box.wait()
+    subprocess.run(["ip", "netns", "del", ns_name])
+    if answer in ("timeout", "exited"):
+        tail = open(log_path, errors="replace").read().strip().splitlines()[-15:]
+        why = (f"nspawn exited with status {box.returncode}" if answer == "exited"
+               else f"no 200 within {TIMEOUT} s") + ":\n    " + "\n    ".join(tail)
+        break
+    ns.append(float(answer) - t0)
 if why:
     print(f"systemd-nspawn --boot cannot serve here: {why}", flush=True)
 else:
