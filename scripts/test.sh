@@ -27,7 +27,7 @@ fi
 need_apt=()
 for tool in puttygen:putty-tools ssh:openssh-client ssh-keygen:openssh-client sshd:openssh-server \
             curl:curl sudo:sudo ps:procps ssh-keyscan:openssh-client setpriv:util-linux openssl:openssl busybox:busybox-static ip:iproute2 \
-            mkfs.ext4:e2fsprogs lxcfs:lxcfs; do
+            mkfs.ext4:e2fsprogs lxcfs:lxcfs nft:nftables ping:iputils-ping; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need_apt+=("${tool##*:}")
 done
 # The escape suite runs the distribution's python3 inside instances (they see the host's /usr).

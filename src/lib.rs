@@ -38,3 +38,4 @@ pub mod sandbox;
 pub mod serve;
 pub mod store;
 pub mod userdata;
+pub mod vpc;

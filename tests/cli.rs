@@ -195,26 +195,40 @@ fn a_region_other_than_the_labs_is_refused() {
 }
 
 #[test]
-fn why_knows_the_ssh_gateway_and_what_the_vpc_carries() {
+fn why_knows_the_ssh_gateway_and_the_vpc_path() {
     if !prerequisites(&["aws"]) {
         return;
     }
     let d = Daemon::start();
     d.open_ssh();
     let id = first_id(&ok(&d, &["run", "--wait"]));
+    let other = first_id(&ok(&d, &["run", "--wait"]));
     let why = ok(&d, &["why", &id, "--port", "22"]);
     assert!(
         why.contains("ALLOWED") && why.contains("SSH gateway") && !why.contains("start a server"),
         "{why}"
     );
-    // tcp/22 is open to 0.0.0.0/0, but nothing from a private address is carried.
-    let private = described(&d, &id)["PrivateIpAddress"]
+    // From another instance's private IP: its outbound rules, then this one's inbound ones;
+    // port 22 is then the instance's own (no gateway inside the VPC).
+    let private = described(&d, &other)["PrivateIpAddress"]
         .as_str()
         .unwrap()
         .to_string();
     let why = ok(&d, &["why", &id, "--port", "22", "--from", &private]);
     assert!(
-        why.contains("NOT CARRIED") && !why.contains("ALLOWED"),
+        why.contains(&format!("out of {private}: allowed"))
+            && why.contains("ALLOWED")
+            && !why.contains("SSH gateway"),
+        "{why}"
+    );
+    // A private address no instance has sends nothing.
+    let why = ok(
+        &d,
+        &["why", &id, "--port", "22", "--from", "172.31.250.250"],
+    );
+    assert!(
+        why.contains("no running instance has the private address 172.31.250.250")
+            && !why.contains("ALLOWED"),
         "{why}"
     );
 }

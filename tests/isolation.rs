@@ -15,7 +15,12 @@ fn root_inside_cannot_reach_the_host() {
     }
     let d = Daemon::start();
     let a = &d.run_instances(&["--instance-type", "t2.nano"])[0];
-    let b = &d.run_instances(&[])[0];
+    // b's group lets nothing in (the default group lets its own members reach each other,
+    // as on AWS, so a is in that one and b is not).
+    let closed = d.create_group("closed");
+    assert!(closed.status.success(), "{closed:?}");
+    let closed: serde_json::Value = serde_json::from_slice(&closed.stdout).unwrap();
+    let b = &d.run_instances(&["--security-group-ids", closed["GroupId"].as_str().unwrap()])[0];
     d.exec_ok(
         b,
         Some("root"),

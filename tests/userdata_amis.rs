@@ -5,31 +5,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
-
-/// Builds the busybox AMI with scripts/build-ami.sh and registers it; returns its id.
-fn busybox_ami(d: &Daemon) -> String {
-    let dir = d.dir.path().join("busybox-ami");
-    run_ok(
-        Command::new(format!("{SCRIPTS}/build-ami.sh"))
-            .arg("busybox")
-            .arg(&dir),
-    );
-    let v = d.aws_json(&[
-        "ec2",
-        "register-image",
-        "--name",
-        "busybox",
-        "--image-location",
-        dir.to_str().unwrap(),
-    ]);
-    v["ImageId"].as_str().unwrap().to_string()
-}
 
 /// `aws ec2 run-instances` of `ami` with the user data in `file`; returns the instance id.
 fn launch(d: &Daemon, ami: &str, file: &str) -> String {
@@ -55,7 +35,7 @@ fn example_scripts_run_on_the_busybox_ami() {
         return;
     }
     let d = Daemon::start();
-    let ami = busybox_ami(&d);
+    let ami = d.busybox_ami();
     let hello = launch(&d, &ami, &format!("{SCRIPTS}/userdata/hello.sh"));
     let lamp = launch(&d, &ami, &format!("{SCRIPTS}/userdata/lamp.sh"));
 
@@ -91,7 +71,7 @@ fn a_missing_interpreter_is_named_on_the_console() {
         return;
     }
     let d = Daemon::start();
-    let ami = busybox_ami(&d);
+    let ami = d.busybox_ami();
     let bash = d.write_file("bash.sh", "#!/bin/bash\necho bash-ran\n");
     let env = d.write_file("env.sh", "#!/usr/bin/env python3\nprint('python-ran')\n");
     let a = launch(&d, &ami, bash.to_str().unwrap());

@@ -1,10 +1,11 @@
 //! `ec2lab why INSTANCE --port P [--from IP]`: explains whether a connection from a source
 //! address reaches a port of an instance, and why: which group and rule allow it, or that none
 //! does and the rule that would; and whether anything listens on that port inside the instance.
-//! It evaluates the same pure function the front listeners use. Two cases are told apart
-//! first: a private source address (the lab's VPC does not carry traffic between instances
-//! yet, so nothing from one arrives, whatever the rules say), and SSH — tcp/22 (and the
-//! daemon's `--ssh-port`) is answered by the lab's SSH gateway, not by a server inside.
+//! It evaluates the same pure functions the front listeners and the VPC firewall enforce. A
+//! private source address is an instance in the VPC: its groups' outbound rules are checked
+//! first (to the destination's private IP), then the destination's inbound rules, as the VPC
+//! router does. SSH — tcp/22 (and the daemon's `--ssh-port`) from the host — is answered by the
+//! lab's SSH gateway, not by a server inside.
 
 use std::net::Ipv4Addr;
 
@@ -75,7 +76,11 @@ fn groups(client: &Client, ids: &[String]) -> Result<Vec<SecurityGroup>, CliErro
                 .iter()
                 .flat_map(|p| rule_from(p))
                 .collect(),
-            egress: Vec::new(),
+            egress: g
+                .items("ipPermissionsEgress")
+                .iter()
+                .flat_map(|p| rule_from(p))
+                .collect(),
             tags: Vec::new(),
         })
         .collect())
@@ -98,7 +103,8 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
         .map(|g| format!("{} ({})", g.name, g.id))
         .collect();
     println!("{id} port {}/tcp from {}:", a.port, a.from);
-    if state != "running" || public.is_empty() {
+    let private_source = a.from.is_private() || a.from.is_link_local();
+    if state != "running" || (public.is_empty() && !private_source) {
         println!(
             "  UNREACHABLE: the instance is {state}{}.",
             if public.is_empty() {
@@ -113,18 +119,11 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
         "  public IP {public}; security groups: {}",
         names.join(", ")
     );
-    if a.from.is_private() || a.from.is_link_local() {
-        println!(
-            "  NOT CARRIED: {} is a private address, and the lab's VPC does not carry traffic between instances yet: nothing from {} reaches {id}, whatever its security groups say. Connect from this host (127.0.0.1) to its public IP {public} instead.",
-            a.from, a.from
-        );
-        return Ok(());
-    }
     let ssh_port = crate::datadir::DataDir::new(&common.data_dir)
         .daemon_info()
         .map(|i| i.ssh_port)
         .unwrap_or(22);
-    let gateway = a.port == 22 || a.port == ssh_port;
+    let gateway = !private_source && (a.port == 22 || a.port == ssh_port);
     // The gateway's connections are checked against the tcp/22 rules, on whichever port it has.
     let port = if gateway { 22 } else { a.port };
     // Source-group rules: which groups the instance owning the source address is in.
@@ -157,6 +156,9 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
             .flat_map(|(_, g)| g.clone())
             .collect()
     };
+    if private_source && !egress_allows(&client, &inst, &owners, a.from, port, &member)? {
+        return Ok(());
+    }
     match security_groups::evaluate(&gs, a.from, "tcp", port, &member) {
         Verdict::Allowed {
             group_id,
@@ -226,6 +228,60 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
     }
     listening_inside(common, &id, a.port);
     Ok(())
+}
+
+/// A private source: the instance that owns it, and whether its groups let the connection out
+/// to the destination's private IP (the VPC router checks both sides). Prints the verdict;
+/// false when the connection goes no further.
+fn egress_allows(
+    client: &Client,
+    dest: &Element,
+    owners: &[(String, Vec<String>)],
+    from: Ipv4Addr,
+    port: u16,
+    member: &dyn Fn(Ipv4Addr) -> Vec<String>,
+) -> Result<bool, CliError> {
+    let Some((_, src_groups)) = owners.iter().find(|(ip, _)| *ip == from.to_string()) else {
+        println!(
+            "  UNREACHABLE: no running instance has the private address {from}; inside the VPC only instances send (from the host, connect to a public IP)."
+        );
+        return Ok(false);
+    };
+    let Ok(dest_ip) = dest.text_of("privateIpAddress").parse::<Ipv4Addr>() else {
+        println!("  UNREACHABLE: the instance has no private IP.");
+        return Ok(false);
+    };
+    let gs = groups(client, src_groups)?;
+    match security_groups::evaluate_egress(&gs, dest_ip, "tcp", port, member) {
+        Verdict::Allowed {
+            group_id,
+            group_name,
+            rule,
+        } => {
+            let peer = rule
+                .cidr
+                .clone()
+                .or(rule.source_group.clone())
+                .unwrap_or_default();
+            println!(
+                "  out of {from}: allowed by {group_name} ({group_id}): {} to {peer}; through the VPC router to {dest_ip}",
+                ports_of(&rule)
+            );
+            Ok(true)
+        }
+        Verdict::Denied => {
+            println!(
+                "  DENIED on the way out: no outbound rule of {from}'s groups allows tcp/{port} to {dest_ip}."
+            );
+            if let Some(g) = gs.first() {
+                println!(
+                    "  To allow it: aws ec2 authorize-security-group-egress --group-id {} --protocol tcp --port {port} --cidr {dest_ip}/32",
+                    g.id
+                );
+            }
+            Ok(false)
+        }
+    }
 }
 
 fn ports_of(r: &Rule) -> String {

@@ -142,6 +142,15 @@ impl Instance {
             region
         )
     }
+    /// A stable, locally administered MAC address for its interface (`06:…` like EC2's).
+    pub fn mac(&self) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(self.id.as_bytes());
+        format!(
+            "06:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            h[0], h[1], h[2], h[3], h[4]
+        )
+    }
     pub fn public_dns(&self, region: &str) -> Option<String> {
         self.public_ip.as_ref().map(|ip| {
             format!(

@@ -14,6 +14,7 @@ pub mod host;
 pub mod ids;
 pub mod images;
 pub mod instances;
+pub mod interfaces;
 pub mod keypairs;
 pub mod launch;
 mod lifecycle;

@@ -206,16 +206,46 @@ pub fn evaluate(
     port: u16,
     source_groups_of: &dyn Fn(Ipv4Addr) -> Vec<String>,
 ) -> Verdict {
-    let mut src_groups: Option<Vec<String>> = None;
+    first_match(
+        groups,
+        |g| &g.ingress,
+        src,
+        protocol,
+        port,
+        source_groups_of,
+    )
+}
+
+/// The outbound side: whether the source instance's `groups` let a new connection out to `dst`
+/// (a CIDR containing it, or a group whose running members own it), as the VPC router checks.
+pub fn evaluate_egress(
+    groups: &[SecurityGroup],
+    dst: Ipv4Addr,
+    protocol: &str,
+    port: u16,
+    groups_of: &dyn Fn(Ipv4Addr) -> Vec<String>,
+) -> Verdict {
+    first_match(groups, |g| &g.egress, dst, protocol, port, groups_of)
+}
+
+fn first_match(
+    groups: &[SecurityGroup],
+    rules: impl Fn(&SecurityGroup) -> &Vec<Rule>,
+    peer: Ipv4Addr,
+    protocol: &str,
+    port: u16,
+    groups_of: &dyn Fn(Ipv4Addr) -> Vec<String>,
+) -> Verdict {
+    let mut peer_groups: Option<Vec<String>> = None;
     for g in groups {
-        for r in &g.ingress {
+        for r in rules(g) {
             if !r.covers(protocol, port) {
                 continue;
             }
             let peer_ok = match (&r.cidr, &r.source_group) {
-                (Some(c), _) => c.parse::<Ipv4Net>().is_ok_and(|n| n.contains(&src)),
-                (None, Some(sg)) => src_groups
-                    .get_or_insert_with(|| source_groups_of(src))
+                (Some(c), _) => c.parse::<Ipv4Net>().is_ok_and(|n| n.contains(&peer)),
+                (None, Some(sg)) => peer_groups
+                    .get_or_insert_with(|| groups_of(peer))
                     .contains(sg),
                 _ => false,
             };
@@ -617,6 +647,29 @@ mod tests {
             egress: vec![],
             tags: vec![],
         }
+    }
+
+    #[test]
+    fn egress_is_read_toward_the_destination() {
+        let mut g = group(vec![]);
+        g.egress = vec![rule("tcp", 3306, 3306, "172.31.32.0/20")];
+        let none = |_| Vec::new();
+        let db: Ipv4Addr = "172.31.32.5".parse().unwrap();
+        assert!(matches!(
+            evaluate_egress(&[g.clone()], db, "tcp", 3306, &none),
+            Verdict::Allowed { .. }
+        ));
+        assert_eq!(
+            evaluate_egress(&[g.clone()], db, "tcp", 80, &none),
+            Verdict::Denied
+        );
+        let elsewhere: Ipv4Addr = "172.31.0.9".parse().unwrap();
+        assert_eq!(
+            evaluate_egress(&[g.clone()], elsewhere, "tcp", 3306, &none),
+            Verdict::Denied
+        );
+        // The inbound rules are not the outbound ones.
+        assert_eq!(evaluate(&[g], db, "tcp", 3306, &none), Verdict::Denied);
     }
 
     #[test]

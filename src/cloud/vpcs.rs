@@ -78,7 +78,7 @@ impl Filterable for SubnetView {
     }
 }
 
-fn keep<T: Filterable>(items: Vec<T>, filters: &[Filter]) -> Result<Vec<T>, AwsError> {
+pub(super) fn keep<T: Filterable>(items: Vec<T>, filters: &[Filter]) -> Result<Vec<T>, AwsError> {
     let mut out = Vec::new();
     for i in items {
         if tags::matches(&i, filters)? {
@@ -89,7 +89,7 @@ fn keep<T: Filterable>(items: Vec<T>, filters: &[Filter]) -> Result<Vec<T>, AwsE
 }
 
 /// Refuses malformed ids, then ids that are not in `known`.
-fn check_ids(
+pub(super) fn check_ids(
     wanted: &[String],
     known: &[&str],
     prefix: &str,

@@ -1,6 +1,7 @@
 //! The instance's tools, as one multi-call program (the daemon's own binary, bound read-only
 //! over `/usr/bin/systemctl` and friends by `sandbox::mounts`): `systemctl`, `service`,
-//! `journalctl`, `systemd-notify`, `poweroff`, `halt`, `reboot`, `shutdown`.
+//! `journalctl`, `systemd-notify`, `poweroff`, `halt`, `reboot`, `shutdown`; and `yum`, `dnf`,
+//! `amazon-linux-extras` (in `packages`).
 //!
 //! File verbs (`enable`, `disable`, `mask`, `unmask`, `is-enabled`, `list-unit-files`, `cat`)
 //! work on the unit files here and then ask PID 1 to reload; everything else is one request
@@ -24,6 +25,9 @@ pub const TOOLS: &[&str] = &[
     "halt",
     "reboot",
     "shutdown",
+    "yum",
+    "dnf",
+    "amazon-linux-extras",
 ];
 
 /// Runs tool `name` with `args` (argv[1..]) and exits.
@@ -38,6 +42,8 @@ pub fn main(name: &str, args: Vec<String>) -> ! {
         "reboot" => power(Power::Reboot),
         "halt" if args.iter().any(|a| a == "-p" || a == "--poweroff") => power(Power::Poweroff),
         "halt" => power(Power::Halt),
+        "yum" | "dnf" => super::packages::yum(name, &args),
+        "amazon-linux-extras" => super::packages::extras(&args),
         _ => 1,
     };
     let _ = std::io::Write::flush(&mut std::io::stdout());

@@ -11,7 +11,9 @@
 //! output of services) → `notify` (`NOTIFY_SOCKET`) → `status` (what `status`/`list-units`
 //! print) → `ctl` (the protocol) → `client` (`systemctl`) and `tools` (`journalctl`,
 //! `service`, `poweroff`, …): one multi-call program, the daemon's own binary bound read-only
-//! into the instance.
+//! into the instance; `packages` (`yum`, `dnf`, `amazon-linux-extras`: Amazon Linux's package
+//! names through `pkgmap` to the image's Debian packages, read and installed by `dpkg`) is one
+//! more tool of it.
 //!
 //! Robustness: a unit file that does not parse is a unit in state `error` with the line that
 //! failed; PID 1 calls the manager under `catch_unwind`, so even a bug here leaves the instance
@@ -20,12 +22,15 @@
 pub mod client;
 pub mod ctl;
 pub mod deps;
+pub mod dpkg;
 pub mod install;
 pub mod jobs;
 pub mod journal;
 pub mod manager;
 pub mod notify;
+pub mod packages;
 mod pending;
+pub mod pkgmap;
 pub mod spawn;
 mod status;
 pub mod supervisor;

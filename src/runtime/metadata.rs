@@ -52,7 +52,7 @@ impl MetadataSource for InstanceMetadata {
             public_ipv4: i.public_ip.clone(),
             local_hostname: i.private_dns(&region),
             public_hostname: i.public_dns(&region),
-            mac: mac_of(&i.id),
+            mac: i.mac(),
             interface_id: i.id.replacen("i-", "eni-", 1),
             security_groups: i.groups.iter().map(|g| g.name.clone()).collect(),
             security_group_ids: i.groups.iter().map(|g| g.id.clone()).collect(),
@@ -76,14 +76,4 @@ impl MetadataSource for InstanceMetadata {
             ..Metadata::default()
         })
     }
-}
-
-/// A stable, locally administered MAC address for the instance's interface (`06:…` like EC2's).
-pub fn mac_of(instance_id: &str) -> String {
-    use sha2::Digest;
-    let h = sha2::Sha256::digest(instance_id.as_bytes());
-    format!(
-        "06:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        h[0], h[1], h[2], h[3], h[4]
-    )
 }

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-pub use metadata::{InstanceMetadata, mac_of};
+pub use metadata::InstanceMetadata;
 
 use crate::cloud::{Cloud, Host, Image, Instance, InstanceState, catalog};
 use crate::front::Front;
@@ -70,6 +70,8 @@ struct Live {
     stopping: Arc<AtomicBool>,
     /// Makes sockets inside its network namespace (front, port forwarding); closed on stop.
     connector: Arc<sandbox::Connector>,
+    /// The router side of its veth, where the VPC firewall knows it.
+    iface: Option<String>,
 }
 
 pub struct Runtime {
@@ -79,6 +81,8 @@ pub struct Runtime {
     cloud: OnceLock<Weak<Cloud>>,
     gateway: OnceLock<(Arc<Gateway>, u16)>,
     router: OnceLock<Router>,
+    /// Security groups between instances, in the router (see `vpc`).
+    firewall: OnceLock<Arc<crate::vpc::Firewall>>,
     front: OnceLock<Arc<Front>>,
     /// LXCFS: the instances' /proc as their types see it (see `sandbox::procview`).
     proc_view: OnceLock<sandbox::procview::ProcView>,
@@ -109,6 +113,7 @@ impl Runtime {
             cloud: OnceLock::new(),
             gateway: OnceLock::new(),
             router: OnceLock::new(),
+            firewall: OnceLock::new(),
             front: OnceLock::new(),
             proc_view: OnceLock::new(),
             stops_in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -139,6 +144,39 @@ impl Runtime {
         if let Some(f) = self.front.get() {
             f.sync(id, connector);
         }
+    }
+
+    /// Hands the VPC firewall the running instances and their groups as they are now.
+    fn sync_vpc(&self) {
+        let (Some(fw), Some(cloud)) = (self.firewall.get(), self.cloud()) else {
+            return;
+        };
+        let live: Vec<(String, String)> = self
+            .live()
+            .iter()
+            .filter_map(|(id, l)| Some((id.clone(), l.iface.clone()?)))
+            .collect();
+        let mut snap = crate::vpc::Snapshot::default();
+        for (id, iface) in live {
+            let Ok(inst) = cloud.instance(&id) else {
+                continue;
+            };
+            let Ok(private_ip) = inst.private_ip.parse() else {
+                continue;
+            };
+            for g in cloud.groups_of(&inst) {
+                if !snap.groups.iter().any(|x| x.id == g.id) {
+                    snap.groups.push(g);
+                }
+            }
+            snap.members.push(crate::vpc::Member {
+                private_ip,
+                iface,
+                groups: inst.groups.iter().map(|g| g.id.clone()).collect(),
+            });
+        }
+        snap.members.sort_by_key(|m| m.private_ip);
+        fw.update(snap);
     }
 
     fn remove_front(&self, id: &str) {
@@ -400,6 +438,7 @@ impl Runtime {
                 router_netns: r.path.clone(),
                 address: private,
                 peer_name: sandbox::vpc::peer_name(),
+                gateway: sandbox::vpc::gateway_of(private),
             }),
             limits: Limits {
                 memory_bytes: t.memory_mib * 1024 * 1024,
@@ -448,7 +487,10 @@ impl Runtime {
                 tracing::error!(error = %e, "metadata service ended");
             }
         });
+        let firewall = crate::vpc::Firewall::start(router.path.clone());
+        let _ = self.firewall.set(firewall);
         let _ = self.router.set(router);
+        self.sync_vpc();
         if let Some(view) = sandbox::procview::ProcView::start(&self.data_dir) {
             let _ = self.proc_view.set(view);
         }
@@ -460,6 +502,9 @@ impl Runtime {
     /// Removes the router namespace (daemon shutdown, after `stop_all`).
     pub fn stop_network(&self) {
         self.launchers.drain();
+        if let Some(f) = self.firewall.get() {
+            f.stop();
+        }
         if let Some(r) = self.router.get() {
             r.remove();
         }
@@ -554,6 +599,7 @@ impl Host for Arc<Runtime> {
         }
         let t0 = Instant::now();
         let first_boot = !self.volume_dir(&inst.id).join(".prepared").exists();
+        let iface = Mutex::new(None);
         let result = (|| {
             let t = Instant::now();
             let files = self.prepare_volume(inst)?;
@@ -565,6 +611,7 @@ impl Host for Arc<Runtime> {
             let t = Instant::now();
             let mut spec = self.spec(inst, image, boot, files);
             spec.volume_loop = device.as_ref().map(|d| d.minor);
+            *iface.lock().unwrap() = spec.vpc.as_ref().map(|v| v.peer_name.clone());
             let r = sandbox::launch_with(&self.exe, &spec, self.launchers.take())
                 .map_err(|e| e.to_string());
             drop(device);
@@ -598,8 +645,10 @@ impl Host for Arc<Runtime> {
                 ssh_addr,
                 stopping: stopping.clone(),
                 connector: connector.clone(),
+                iface: iface.into_inner().unwrap(),
             },
         );
+        self.sync_vpc();
         let ssh_ms = t_ssh.elapsed().as_secs_f64() * 1000.0;
         if first_boot {
             self.spare_volumes.refill(make_volume);
@@ -619,6 +668,7 @@ impl Host for Arc<Runtime> {
             return;
         };
         l.stopping.store(true, Ordering::SeqCst);
+        self.sync_vpc();
         self.stop_ssh(l.ssh_addr);
         self.remove_front(instance_id);
         l.connector.close();
@@ -679,6 +729,7 @@ impl Host for Arc<Runtime> {
         for (id, connector) in live {
             self.sync_front(&id, &connector);
         }
+        self.sync_vpc();
     }
 }
 

@@ -87,6 +87,7 @@ mod launch;
 mod mounts;
 mod netns;
 pub(crate) mod passwd;
+mod pkgtools;
 pub(crate) mod process;
 pub mod procview;
 mod pty;

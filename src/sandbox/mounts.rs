@@ -15,6 +15,8 @@
 //!    `/run/ec2lab/ctl`, and over `systemctl`, `journalctl`, `service`, `poweroff`… where the
 //!    image has them as regular files; where it has nothing there and can run a glibc binary,
 //!    a symlink to `/run/ec2lab/ctl`; a symlink of the image (busybox applets) is left alone.
+//!    The package tools (`yum`, `dnf`, `amazon-linux-extras`) are linked only where the image
+//!    has nothing (`pkgtools`: a read-only `/usr`, an image without glibc).
 //!    Best effort: a failure here leaves the tools out, never fails the launch.
 //!
 //! Every target inside the root is resolved with `openat2(RESOLVE_IN_ROOT)` and mounted through
@@ -131,6 +133,8 @@ pub(crate) enum Op {
     /// The instance's tools (step 8).
     Tools {
         exe: PathBuf,
+        /// Host uid (and gid) of the instance's root, as for `Mkdir`.
+        owner: Option<u32>,
     },
     /// Make an existing mount read-only (bind remount), keeping `flags`.
     RemountReadOnly {
@@ -266,7 +270,10 @@ pub(crate) fn plan(spec: &LaunchSpec) -> Vec<Op> {
         owner: root,
     });
     if let Some(exe) = &spec.tools_exe {
-        ops.push(Op::Tools { exe: exe.clone() });
+        ops.push(Op::Tools {
+            exe: exe.clone(),
+            owner: root,
+        });
     }
     ops
 }
@@ -284,15 +291,26 @@ const TOOL_PATHS: &[(&str, &str)] = &[
     ("usr/sbin", "halt"),
     ("usr/sbin", "shutdown"),
 ];
+/// Package tools: linked only where the image has nothing at that path and no `rpm` (never
+/// over or beside a real `yum`); see `pkgtools` for a read-only `/usr` and images that cannot
+/// run the binary.
+const PACKAGE_TOOL_PATHS: &[(&str, &str)] = &[
+    ("usr/bin", "yum"),
+    ("usr/bin", "dnf"),
+    ("usr/bin", "amazon-linux-extras"),
+];
 
 /// Step 8 (best effort, see the module docs).
-fn bind_tools(root: BorrowedFd<'_>, exe: &Path, userns: Option<BorrowedFd<'_>>) {
-    // `/proc/self/exe` names the binary through the host's mount namespace, which cannot be
-    // cloned from this one (EINVAL): bind its path as this namespace sees it.
-    let Ok(exe) = fs::canonicalize(exe) else {
-        return;
-    };
-    if bind_followed(root, &exe, TOOLS_COPY, userns).is_err() {
+fn bind_tools(
+    root: BorrowedFd<'_>,
+    exe: &Path,
+    userns: Option<BorrowedFd<'_>>,
+    owner: Option<u32>,
+) {
+    // The file itself: `bind_read_only` would copy a symlink (`/proc/self/exe` -> a host path
+    // that does not exist inside) as a symlink, and every link to `TOOLS_COPY` would dangle.
+    let exe = &fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+    if bind_read_only(root, exe, TOOLS_COPY, userns).is_err() {
         return;
     }
     let glibc = matches!(
@@ -300,37 +318,64 @@ fn bind_tools(root: BorrowedFd<'_>, exe: &Path, userns: Option<BorrowedFd<'_>>) 
         Ok(Some(_))
     );
     for (dir, name) in TOOL_PATHS {
-        let Ok(dir_c) = sys::cstring(dir) else {
-            continue;
-        };
-        let Ok(dfd) = sys::openat2(
-            root,
-            &dir_c,
-            libc::O_DIRECTORY | libc::O_RDONLY,
-            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
-        ) else {
-            continue;
-        };
-        let Ok(name_c) = sys::cstring(name) else {
-            continue;
-        };
-        // SAFETY: zeroed stat is a valid out-parameter.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid dir fd, name and out-parameter.
-        let r = unsafe {
-            libc::fstatat(
-                std::os::fd::AsRawFd::as_raw_fd(&dfd),
-                name_c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG {
-            let _ = bind_followed(root, &exe, &format!("{dir}/{name}"), userns);
-        } else if r < 0 && glibc {
-            let _ = sys::symlinkat(c"/run/ec2lab/ctl", dfd.as_fd(), &name_c);
+        match tool_path(root, dir, name) {
+            Some((_, Some(libc::S_IFREG))) => {
+                let _ = bind_read_only(root, exe, &format!("{dir}/{name}"), userns);
+            }
+            Some((dfd, None)) if glibc => {
+                let _ = sys::cstring(name)
+                    .and_then(|n| sys::symlinkat(c"/run/ec2lab/ctl", dfd.as_fd(), &n));
+            }
+            _ => {}
         }
     }
+    // An RPM image has its own yum or dnf, even where one of the names is missing.
+    if matches!(tool_path(root, "usr/bin", "rpm"), Some((_, Some(_)))) {
+        return;
+    }
+    let Some(link) = super::pkgtools::link_target(root, glibc) else {
+        return;
+    };
+    let mut read_only = Vec::new();
+    for (dir, name) in PACKAGE_TOOL_PATHS {
+        if let Some((dfd, None)) = tool_path(root, dir, name) {
+            let r = sys::cstring(name).and_then(|n| sys::symlinkat(&link, dfd.as_fd(), &n));
+            if r.is_err_and(|e| e.raw_os_error() == Some(libc::EROFS)) {
+                read_only.push(*name);
+            }
+        }
+    }
+    if !read_only.is_empty() {
+        super::pkgtools::link_in_fallback(root, &link, &read_only, owner);
+    }
+}
+
+/// The directory of a tool path (resolved in root) and the file type at the name, if any.
+fn tool_path(
+    root: BorrowedFd<'_>,
+    dir: &str,
+    name: &str,
+) -> Option<(OwnedFd, Option<libc::mode_t>)> {
+    let dfd = sys::openat2(
+        root,
+        &sys::cstring(dir).ok()?,
+        libc::O_DIRECTORY | libc::O_RDONLY,
+        sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+    )
+    .ok()?;
+    let name_c = sys::cstring(name).ok()?;
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid dir fd, name and out-parameter.
+    let r = unsafe {
+        libc::fstatat(
+            std::os::fd::AsRawFd::as_raw_fd(&dfd),
+            name_c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    Some((dfd, (r == 0).then_some(st.st_mode & libc::S_IFMT)))
 }
 
 /// A failed operation: the step and the path or value it failed on.
@@ -343,13 +388,17 @@ fn op_err(step: Step, what: impl Into<String>) -> impl FnOnce(io::Error) -> OpEr
 
 /// What to create when a target is missing.
 #[derive(Clone, Copy)]
-enum Create {
+pub(super) enum Create {
     Dir,
     File,
 }
 
 /// Opens `rel` (O_PATH) with `root` as "/", creating it (and missing parents) if asked.
-fn resolve(root: BorrowedFd<'_>, rel: &str, create: Option<Create>) -> io::Result<OwnedFd> {
+pub(super) fn resolve(
+    root: BorrowedFd<'_>,
+    rel: &str,
+    create: Option<Create>,
+) -> io::Result<OwnedFd> {
     let rel_c = sys::cstring(if rel.is_empty() { "." } else { rel })?;
     let flags = libc::O_PATH;
     let res = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
@@ -406,7 +455,7 @@ fn resolve(root: BorrowedFd<'_>, rel: &str, create: Option<Create>) -> io::Resul
 }
 
 /// Like `resolve` without creating; `None` when the target does not exist.
-fn resolve_existing(root: BorrowedFd<'_>, rel: &str) -> io::Result<Option<OwnedFd>> {
+pub(super) fn resolve_existing(root: BorrowedFd<'_>, rel: &str) -> io::Result<Option<OwnedFd>> {
     match resolve(root, rel, None) {
         Ok(fd) => Ok(Some(fd)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -427,7 +476,7 @@ fn parent_of(root: BorrowedFd<'_>, rel: &str) -> io::Result<(OwnedFd, CString)> 
     Ok((dir, sys::cstring(name)?))
 }
 
-fn mount_at(
+pub(super) fn mount_at(
     src: Option<&std::ffi::CStr>,
     target: BorrowedFd<'_>,
     fstype: Option<&std::ffi::CStr>,
@@ -500,35 +549,25 @@ fn bind_read_only(
     } else {
         src.to_path_buf()
     };
-    bind_followed(root, &src_real, rel, userns).map_err(err)
-}
-
-/// Binds `src` read-only (and nodev) over `rel` inside the root, following `src` if it is a
-/// link (the caller decides what a host symlink means).
-fn bind_followed(
-    root: BorrowedFd<'_>,
-    src: &Path,
-    rel: &str,
-    userns: Option<BorrowedFd<'_>>,
-) -> io::Result<()> {
-    let is_dir = fs::metadata(src).map(|m| m.is_dir())?;
+    let is_dir = fs::metadata(&src_real).map_err(err)?.is_dir();
     let target = resolve(
         root,
         rel,
         Some(if is_dir { Create::Dir } else { Create::File }),
-    )?;
-    let src_c = sys::cpath(src)?;
+    )
+    .map_err(err)?;
+    let src_c = sys::cpath(&src_real).map_err(err)?;
     if let Some(ns) = userns {
         // A detached clone, made read-only, nodev and idmapped before it is attached.
-        let mnt = sys::open_tree_clone(&src_c)?;
+        let mnt = sys::open_tree_clone(&src_c).map_err(err)?;
         let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_IDMAP;
-        sys::mount_setattr(mnt.as_fd(), attrs, Some(ns))?;
-        return sys::move_mount_to(mnt.as_fd(), target.as_fd());
+        sys::mount_setattr(mnt.as_fd(), attrs, Some(ns)).map_err(err)?;
+        return sys::move_mount_to(mnt.as_fd(), target.as_fd()).map_err(err);
     }
-    mount_at(Some(&src_c), target.as_fd(), None, libc::MS_BIND, "")?;
+    mount_at(Some(&src_c), target.as_fd(), None, libc::MS_BIND, "").map_err(err)?;
     // Re-resolve: the old descriptor still points below the new mount.
-    let top = resolve(root, rel, None)?;
-    let keep = inherited_flags(&src_c)?;
+    let top = resolve(root, rel, None).map_err(err)?;
+    let keep = inherited_flags(&src_c).map_err(err)?;
     mount_at(
         None,
         top.as_fd(),
@@ -536,6 +575,7 @@ fn bind_followed(
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NODEV | keep,
         "",
     )
+    .map_err(err)
 }
 
 /// The root volume as PID 1 mounts it: its loop device (none: a plain directory volume), and
@@ -615,7 +655,7 @@ pub(crate) fn apply(
             Op::BindReadOnly { src, target } => {
                 bind_read_only(root_fd(&root)?.as_fd(), src, target, userns)?
             }
-            Op::Tools { exe } => bind_tools(root_fd(&root)?.as_fd(), exe, userns),
+            Op::Tools { exe, owner } => bind_tools(root_fd(&root)?.as_fd(), exe, userns, *owner),
             Op::Fs {
                 fstype,
                 target,

@@ -218,6 +218,27 @@ fn add_route(dst: Ipv4Addr, name: &str) -> io::Result<()> {
     request(m.finish())
 }
 
+/// `ip route replace default via <gateway> dev <name> onlink`.
+fn add_default_route(gateway: Ipv4Addr, name: &str) -> io::Result<()> {
+    const RTA_GATEWAY: u16 = 5;
+    const RTNH_F_ONLINK: u32 = 4;
+    let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
+    m.raw(&[
+        libc::AF_INET as u8,
+        0,
+        0,
+        0,
+        libc::RT_TABLE_MAIN,
+        libc::RTPROT_BOOT,
+        libc::RT_SCOPE_UNIVERSE,
+        libc::RTN_UNICAST,
+    ])
+    .raw(&RTNH_F_ONLINK.to_ne_bytes());
+    m.attr(RTA_GATEWAY, &gateway.octets())
+        .attr(RTA_OIF, &ifindex(name)?.to_ne_bytes());
+    request(m.finish())
+}
+
 /// `ip link add <name> type veth peer name <peer> netns <peer_ns>`.
 fn add_veth(name: &str, peer: &str, peer_ns: &File) -> io::Result<()> {
     let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
@@ -249,6 +270,14 @@ pub struct VpcLink {
     pub address: Ipv4Addr,
     /// The router-side interface name.
     pub peer_name: String,
+    /// The instance's default gateway: its subnet's base address + 1, as on AWS (held by the
+    /// router's loopback, so the router answers ARP for it on every veth).
+    pub gateway: Ipv4Addr,
+}
+
+/// The gateway of a default-VPC subnet (a /20) holding `ip`: its base address + 1.
+pub fn gateway_of(ip: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(ip) & !0xfff) | 1)
 }
 
 /// Inside a new instance (its PID 1, single-threaded, before capabilities are dropped): makes
@@ -267,9 +296,19 @@ pub(crate) fn attach(link: &VpcLink) -> Result<(), (String, io::Error)> {
     add_addr("eth0", link.address, libc::RT_SCOPE_UNIVERSE)
         .map_err(ctx(&format!("add {}/32 to eth0", link.address)))?;
     add_route(METADATA_ADDR, "eth0").map_err(ctx("route 169.254.169.254 via eth0"))?;
+    add_default_route(link.gateway, "eth0")
+        .map_err(ctx(&format!("default route via {}", link.gateway)))?;
     sys::setns(router.as_fd(), libc::CLONE_NEWNET).map_err(ctx("enter router netns"))?;
     let result = link_up(&link.peer_name)
         .map_err(ctx(&format!("set {} up", link.peer_name)))
+        .and_then(
+            |()| match add_addr("lo", link.gateway, libc::RT_SCOPE_UNIVERSE) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                    Err((format!("add gateway {} to the router", link.gateway), e))
+                }
+                _ => Ok(()),
+            },
+        )
         .and_then(|()| {
             add_route(link.address, &link.peer_name).map_err(ctx(&format!(
                 "route {} via {}",
@@ -337,6 +376,22 @@ impl Router {
             .spawn(move || {
                 sys::setns(ns.as_fd(), libc::CLONE_NEWNET)?;
                 TcpListener::bind(addr)
+            })?
+            .join()
+            .map_err(|_| io::Error::other("router thread panicked"))?
+    }
+
+    /// Turns IPv4 forwarding between the instances on or off (`net.ipv4.ip_forward` of the
+    /// router namespace; `vpc::Firewall` turns it on once its first ruleset is in).
+    pub fn set_forwarding(path: &Path, on: bool) -> io::Result<()> {
+        let ns = File::open(path)?;
+        std::thread::Builder::new()
+            .name("ec2lab-router".into())
+            .spawn(move || {
+                sys::setns(ns.as_fd(), libc::CLONE_NEWNET)?;
+                // /proc/sys/net is the opening thread's network namespace (sysctl looks at
+                // the calling task, unlike /proc/net, which follows the thread group leader).
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" })
             })?
             .join()
             .map_err(|_| io::Error::other("router thread panicked"))?

@@ -582,6 +582,25 @@ impl Daemon {
         id
     }
 
+    /// Builds the busybox AMI with scripts/build-ami.sh and registers it; returns its id.
+    pub fn busybox_ami(&self) -> String {
+        let dir = self.dir.path().join("busybox-ami");
+        run_ok(
+            Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-ami.sh"))
+                .arg("busybox")
+                .arg(&dir),
+        );
+        let v = self.aws_json(&[
+            "ec2",
+            "register-image",
+            "--name",
+            "busybox",
+            "--image-location",
+            dir.to_str().unwrap(),
+        ]);
+        v["ImageId"].as_str().unwrap().to_string()
+    }
+
     pub fn write_file(&self, name: &str, content: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, content).unwrap();

@@ -6,6 +6,7 @@ mod addresses;
 mod catalog;
 mod images;
 mod instances;
+mod interfaces;
 mod keypairs;
 mod metadata_options;
 pub mod paging;
@@ -81,6 +82,7 @@ table! {
     DescribeTags => tags::describe_tags,
     DescribeVpcs => vpc::describe_vpcs,
     DescribeSubnets => vpc::describe_subnets,
+    DescribeNetworkInterfaces => interfaces::describe_network_interfaces,
     DescribeAccountAttributes => vpc::describe_account_attributes,
     DescribeInstanceTypeOfferings => type_offerings::describe_instance_type_offerings,
     DescribeSecurityGroupRules => sg_rules::describe_security_group_rules,
