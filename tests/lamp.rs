@@ -6,8 +6,10 @@
 //! killed (Restart=on-abort), after stop/start and after a daemon restart the page is still
 //! served, by the enabled units, without the user data running again.
 //!
-//! Helpers (`Lamp::start`, `Lamp::run`, `Lamp::page`, `Lamp::ssh`) so that another tutorial's
-//! user data (the verbatim `yum install -y httpd …` one) is one more test function.
+//! The Amazon Linux tutorial's user data (`yum install -y httpd php php-mysqlnd mariadb105-server`,
+//! `systemctl start httpd mariadb`) serves the same kind of page through the lab's `yum` and the
+//! `httpd` alias. Helpers (`Lamp::start`, `Lamp::run`, `Lamp::page`, `Lamp::ssh`): another
+//! tutorial's user data is one more test function.
 
 mod ssh_common;
 
@@ -225,4 +227,43 @@ fn apache_serves_php_reading_mariadb_across_stop_start_and_daemon_restart() {
         "cat /var/tmp/user-data-runs; systemctl is-active apache2 mariadb",
     );
     assert_eq!(out, "ran\nactive\nactive\n");
+}
+
+/// The AWS tutorial's user data as written for Amazon Linux (`yum`, `httpd`, `mariadb105-server`),
+/// through the lab's `yum` (Amazon Linux's names to the image's Debian packages, offline) and the
+/// `httpd` alias of apache2; then the same database and page.
+const TUTORIAL_USER_DATA: &str = r#"#!/bin/bash
+yum update -y
+yum install -y httpd php php-mysqlnd mariadb105-server
+systemctl start httpd mariadb
+systemctl enable httpd mariadb
+echo ran >> /var/tmp/user-data-runs
+mysql -u root <<'SQL'
+CREATE DATABASE lab;
+CREATE USER 'web'@'localhost' IDENTIFIED BY 'web-secret';
+GRANT ALL PRIVILEGES ON lab.* TO 'web'@'localhost';
+CREATE TABLE lab.greetings (id INT PRIMARY KEY, text VARCHAR(100));
+INSERT INTO lab.greetings VALUES (1, 'Hello from the tutorial');
+SQL
+echo '<?php $db = new mysqli("localhost", "web", "web-secret", "lab"); echo $db->query("SELECT text FROM greetings")->fetch_row()[0], "\n";' > /var/www/html/index.php
+"#;
+
+#[test]
+fn the_amazon_linux_tutorial_user_data_serves_the_page_on_debian() {
+    let Some(lamp) = Lamp::start() else {
+        return;
+    };
+    let id = lamp.run(TUTORIAL_USER_DATA);
+    assert_eq!(lamp.page(&id, "tutorial"), "Hello from the tutorial\n");
+    let out = lamp.ssh(
+        &id,
+        "systemctl is-active httpd mariadb; systemctl is-enabled apache2 httpd",
+    );
+    // `httpd` is an alias name of apache2.service, which systemd's is-enabled says as such.
+    assert_eq!(out, "active\nactive\nenabled\nalias\n");
+    let console = lamp.d.console(&id);
+    assert!(
+        console.contains("Package httpd is already installed"),
+        "{console}"
+    );
 }
