@@ -146,27 +146,39 @@ impl Lamp {
     }
 }
 
-/// The tutorial's steps on Debian, the systemd way: the row's text is what `/` serves.
-const USER_DATA: &str = r#"#!/bin/bash
-set -eux
-echo ran >> /var/tmp/user-data-runs
-systemctl start mariadb apache2
-systemctl enable mariadb apache2
-mysql -u root <<'SQL'
+/// The database part of the user data: a database, a user for the page, a table and one row.
+fn db_with_row(text: &str) -> String {
+    format!(
+        "mysql -u root <<'SQL'
 CREATE DATABASE lab;
 CREATE USER 'web'@'localhost' IDENTIFIED BY 'web-secret';
 GRANT ALL PRIVILEGES ON lab.* TO 'web'@'localhost';
 CREATE TABLE lab.greetings (id INT PRIMARY KEY, text VARCHAR(100));
-INSERT INTO lab.greetings VALUES (1, 'Hello from MariaDB through PHP');
+INSERT INTO lab.greetings VALUES (1, '{text}');
 SQL
-cat > /var/www/html/index.php <<'PHP'
+"
+    )
+}
+
+/// The tutorial's steps on Debian, the systemd way: the row's text is what `/` serves.
+fn user_data() -> String {
+    let db = db_with_row(ROW);
+    format!(
+        r#"#!/bin/bash
+set -eux
+echo ran >> /var/tmp/user-data-runs
+systemctl start mariadb apache2
+systemctl enable mariadb apache2
+{db}cat > /var/www/html/index.php <<'PHP'
 <?php
 $db = new mysqli('localhost', 'web', 'web-secret', 'lab');
 $row = $db->query('SELECT text FROM greetings WHERE id = 1')->fetch_row();
 echo htmlspecialchars($row[0]), " (PHP ", PHP_MAJOR_VERSION, ")\n";
 PHP
 echo lamp-user-data-done
-"#;
+"#
+    )
+}
 
 const ROW: &str = "Hello from MariaDB through PHP";
 
@@ -175,7 +187,7 @@ fn apache_serves_php_reading_mariadb_across_stop_start_and_daemon_restart() {
     let Some(mut lamp) = Lamp::start() else {
         return;
     };
-    let id = lamp.run(USER_DATA);
+    let id = lamp.run(&user_data());
     let page = lamp.page(&id, ROW);
     assert_eq!(page, format!("{ROW} (PHP 8)\n"));
     assert!(
@@ -232,28 +244,25 @@ fn apache_serves_php_reading_mariadb_across_stop_start_and_daemon_restart() {
 /// The AWS tutorial's user data as written for Amazon Linux (`yum`, `httpd`, `mariadb105-server`),
 /// through the lab's `yum` (Amazon Linux's names to the image's Debian packages, offline) and the
 /// `httpd` alias of apache2; then the same database and page.
-const TUTORIAL_USER_DATA: &str = r#"#!/bin/bash
+fn tutorial_user_data() -> String {
+    let db = db_with_row("Hello from the tutorial");
+    format!(
+        r#"#!/bin/bash
 yum update -y
 yum install -y httpd php php-mysqlnd mariadb105-server
 systemctl start httpd mariadb
 systemctl enable httpd mariadb
-echo ran >> /var/tmp/user-data-runs
-mysql -u root <<'SQL'
-CREATE DATABASE lab;
-CREATE USER 'web'@'localhost' IDENTIFIED BY 'web-secret';
-GRANT ALL PRIVILEGES ON lab.* TO 'web'@'localhost';
-CREATE TABLE lab.greetings (id INT PRIMARY KEY, text VARCHAR(100));
-INSERT INTO lab.greetings VALUES (1, 'Hello from the tutorial');
-SQL
-echo '<?php $db = new mysqli("localhost", "web", "web-secret", "lab"); echo $db->query("SELECT text FROM greetings")->fetch_row()[0], "\n";' > /var/www/html/index.php
-"#;
+{db}echo '<?php $db = new mysqli("localhost", "web", "web-secret", "lab"); echo $db->query("SELECT text FROM greetings")->fetch_row()[0], "\n";' > /var/www/html/index.php
+"#
+    )
+}
 
 #[test]
 fn the_amazon_linux_tutorial_user_data_serves_the_page_on_debian() {
     let Some(lamp) = Lamp::start() else {
         return;
     };
-    let id = lamp.run(TUTORIAL_USER_DATA);
+    let id = lamp.run(&tutorial_user_data());
     assert_eq!(lamp.page(&id, "tutorial"), "Hello from the tutorial\n");
     let out = lamp.ssh(
         &id,

@@ -10,8 +10,8 @@ here. nspawn: `--volatile=overlay` (the tree read-only under a tmpfs, like our o
 in a fresh network namespace per boot (NETNS-<n>, loopback only), polled on 127.0.0.1 from inside
 it by a poller that is already polling when nspawn starts.
 """
-import http.client, os, select, signal, statistics, subprocess, sys, time
-from lab_api import Api
+import http.client, os, select, signal, subprocess, sys, time
+from lab_api import Api, report
 
 TIMEOUT = 120  # seconds to the first 200 before a boot counts as failed
 
@@ -47,16 +47,6 @@ def tag(xml, name):
     return xml.split(f"<{name}>")[1].split(f"</{name}>")[0]
 
 
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p))]
-
-
-def report(name, xs):
-    print(f"{name:<44} p50 {statistics.median(xs)*1000:8.1f} ms   p95 {pct(xs, 0.95)*1000:8.1f} ms   (n={len(xs)})", flush=True)
-    return statistics.median(xs)
-
-
 # 1. ec2lab: RunInstances → first 200 on the public IP, one instance at a time.
 ami = tag(call(f"Action=RegisterImage&Version=2016-11-15&Name=bench-lamp&ImageLocation={ami_dir}"), "imageId")
 call("Action=AuthorizeSecurityGroupIngress&Version=2016-11-15&GroupName=default&IpPermissions.1.IpProtocol=tcp"
@@ -73,7 +63,7 @@ for _ in range(N):
     call(f"Action=TerminateInstances&Version=2016-11-15&InstanceId.1={iid}")
     while "<name>terminated</name>" not in call(f"Action=DescribeInstances&Version=2016-11-15&InstanceId.1={iid}"):
         time.sleep(0.05)
-lab50 = report("ec2lab RunInstances → first 200 (Apache)", lab)
+lab50 = report("ec2lab RunInstances → first 200 (Apache)", lab, 44, 1)
 
 # 2. systemd-nspawn --boot on a copy of the same rootfs, to the same first 200.
 ns, why = [], None
@@ -117,5 +107,5 @@ for n in range(N):
 if why:
     print(f"systemd-nspawn --boot cannot serve here: {why}", flush=True)
 else:
-    ns50 = report("systemd-nspawn --boot → first 200 (Apache)", ns)
+    ns50 = report("systemd-nspawn --boot → first 200 (Apache)", ns, 44, 1)
     print(f"ratio: ec2lab / nspawn = {lab50/ns50:.3f}x (target <= 0.25x)", flush=True)

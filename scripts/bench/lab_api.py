@@ -1,6 +1,6 @@
 """The lab's EC2 API for the benchmark scripts: SigV4-signed Query calls over one kept HTTP
-connection, with the credentials the daemon wrote into its data dir."""
-import http.client, json, os
+connection, with the credentials the daemon wrote into its data dir; and their p50/p95 lines."""
+import http.client, json, os, statistics
 from urllib.parse import urlparse
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -26,3 +26,16 @@ class Api:
         if r.status != 200:
             raise SystemExit(f"HTTP {r.status}: {data[:400]}")
         return data
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def report(name, xs, width=34, digits=2):
+    """Prints one `NAME p50 … ms p95 … ms (n=…)` line; returns the median (seconds)."""
+    p50, p95 = statistics.median(xs) * 1000, pct(xs, 0.95) * 1000
+    print(f"{name:<{width}} p50 {p50:{digits + 5}.{digits}f} ms   p95 {p95:{digits + 5}.{digits}f} ms   (n={len(xs)})",
+          flush=True)
+    return statistics.median(xs)

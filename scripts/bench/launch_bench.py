@@ -4,8 +4,8 @@ crun starting the same root filesystem; then density (N idle t2.nano instances).
 
 usage: launch_bench.py EC2LAB_BIN DATA_DIR ENDPOINT ROOTFS USR_BINDS N DENSITY
 """
-import json, os, statistics, subprocess, sys, tempfile, time
-from lab_api import Api
+import json, os, subprocess, sys, tempfile, time
+from lab_api import Api, report
 
 ec2lab, data_dir, endpoint, rootfs, usr_binds = sys.argv[1:6]
 N, DENSITY = int(sys.argv[6]), int(sys.argv[7])
@@ -19,16 +19,6 @@ def ids_in(xml):
 
 ami = call("Action=DescribeImages&Version=2016-11-15&Filter.1.Name=name&Filter.1.Value.1=lab-linux")
 ami = ami.split("<imageId>")[1].split("</imageId>")[0]
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p))]
-
-
-def report(name, xs):
-    print(f"{name:<34} p50 {statistics.median(xs)*1000:7.2f} ms   p95 {pct(xs, 0.95)*1000:7.2f} ms   (n={len(xs)})", flush=True)
-    return statistics.median(xs)
 
 
 # 1. ec2lab: RunInstances → first `ec2lab exec … true` that succeeds.
