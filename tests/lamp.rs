@@ -52,18 +52,7 @@ impl Lamp {
         ]);
         let ami = v["ImageId"].as_str().unwrap().to_string();
         let group = d.group_with_ingress("web", "80", "0.0.0.0/0");
-        d.aws_json(&[
-            "ec2",
-            "authorize-security-group-ingress",
-            "--group-id",
-            &group,
-            "--protocol",
-            "tcp",
-            "--port",
-            "22",
-            "--cidr",
-            "0.0.0.0/0",
-        ]);
+        d.authorize_tcp(["--group-id", &group], "22", "0.0.0.0/0");
         let out = d.aws(&[
             "ec2",
             "create-key-pair",
