@@ -3,8 +3,10 @@
 #
 #   scripts/build-ami.sh busybox DIR    a tiny image: busybox-static only (a few MB, seconds)
 #   scripts/build-ami.sh debian  DIR    Debian 12 from Debian's packages with debootstrap, with
-#                                       apache2, php, mariadb, sudo, curl, openssh-sftp-server:
-#                                       the LAMP lab's image (a few minutes, ~600 MB)
+#                                       the packages in scripts/ami/debian.packages (apache2, php,
+#                                       mariadb, systemd, sudo, curl…) and the users admin and
+#                                       ec2-user: the LAMP lab's image (2-3 minutes, ~500 MB;
+#                                       scripts/lib/lamp-image.sh builds it once into a cache)
 #
 # An AMI directory is DIR/manifest.json + DIR/rootfs/. Needs root (file ownership, debootstrap).
 set -euo pipefail
@@ -67,17 +69,45 @@ case "$kind" in
   debian)
     install_pkg debootstrap debootstrap
     mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-    debootstrap --variant=minbase \
-      --include=apache2,libapache2-mod-php,php,php-mysql,mariadb-server,sudo,curl,procps,iproute2,openssh-sftp-server,ca-certificates,less,nano \
-      bookworm "$dir/rootfs" "$mirror"
+    pkgs=$(grep -v '^#' "$(dirname "$0")/ami/debian.packages" | paste -sd, -)
     r="$dir/rootfs"
-    add_user "$r" admin 1000
-    sed -i 's|^admin:\(.*\):/bin/sh$|admin:\1:/bin/bash|' "$r/etc/passwd"
-    for g in sudo adm; do sed -i "s/^$g:x:\([0-9]*\):\(.*\)$/$g:x:\1:\2,admin/; s/:,admin$/:admin/" "$r/etc/group"; done
-    echo 'admin ALL=(ALL) NOPASSWD:ALL' > "$r/etc/sudoers.d/90-cloud-init-users"; chmod 440 "$r/etc/sudoers.d/90-cloud-init-users"
-    cp -r "$r/etc/skel/." "$r/home/admin/"; chown -R 1000:1000 "$r/home/admin"
-    # Services must not start inside the chroot during the build; apt caches are not shipped.
-    rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+    # No service starts inside the build chroot: invoke-rc.d asks policy-rc.d first (101 = no).
+    mkdir -p "$r/usr/sbin"
+    printf '#!/bin/sh\nexit 101\n' > "$r/usr/sbin/policy-rc.d"; chmod 755 "$r/usr/sbin/policy-rc.d"
+    # Downloaded .debs are kept for the next build (a changed package list fetches only the new).
+    cache=${DEBOOTSTRAP_CACHE:-/var/cache/ec2lab/debootstrap}; mkdir -p "$cache"
+    debootstrap --variant=minbase --cache-dir="$cache" --include="$pkgs" bookworm "$r" "$mirror"
+    rm -f "$r/usr/sbin/policy-rc.d"
+    # The users cloud-init makes on Debian's and Amazon Linux's AMIs: bash, sudo without a password.
+    : > "$r/etc/sudoers.d/90-cloud-init-users"; chmod 440 "$r/etc/sudoers.d/90-cloud-init-users"
+    for u in admin:1000 ec2-user:1001; do
+      name=${u%%:*}; id=${u##*:}
+      add_user "$r" "$name" "$id"
+      sed -i "s|^$name:\(.*\):/bin/sh\$|$name:\1:/bin/bash|" "$r/etc/passwd"
+      for g in sudo adm; do sed -i "s/^$g:x:\([0-9]*\):\(.*\)$/$g:x:\1:\2,$name/; s/:,$name$/:$name/" "$r/etc/group"; done
+      echo "$name ALL=(ALL) NOPASSWD:ALL" >> "$r/etc/sudoers.d/90-cloud-init-users"
+      cp -r "$r/etc/skel/." "$r/home/$name/"; chown -R "$id:$id" "$r/home/$name"
+    done
+    # Amazon Linux has no index.html: the tutorial's index.php is what / serves.
+    rm -f "$r/var/www/html/index.html"
+    # Enabled at boot: the wants links the packages' postinsts made (made here if one is missing).
+    for svc in apache2 mariadb; do
+      w="$r/etc/systemd/system/multi-user.target.wants/$svc.service"
+      [ -L "$w" ] || { mkdir -p "${w%/*}"; ln -s "/lib/systemd/system/$svc.service" "$w"; }
+    done
+    # Smaller: no docs, manuals or translations (copyright files stay), as Debian's slim images.
+    cat > "$r/etc/dpkg/dpkg.cfg.d/90-ec2lab-slim" <<'DPKG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+DPKG
+    find "$r/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
+    find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$r"/usr/share/man/* "$r"/usr/share/info/* "$r"/usr/share/locale/*
+    # Apt caches are not shipped.
+    rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin "$r"/var/lib/apt/lists/*
     : > "$r/etc/machine-id"
     write_manifest debian-12-lamp "Debian 12 (bookworm) with Apache, PHP and MariaDB for the LAMP lab" admin
     ;;

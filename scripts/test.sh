@@ -6,7 +6,11 @@
 #  1. Debian packages the tests drive, with apt-get, when missing (python3-venv among them).
 #  2. The Python clients (aws CLI, boto3) in a project-local venv, .venv/, from
 #     requirements-test.txt; re-installed only when that file changes. .venv/bin goes first in PATH.
-#  3. cargo nextest (or cargo test) as you; each test binary runs as root through sudo.
+#  3. The LAMP image for tests/lamp.rs (scripts/lib/lamp-image.sh, as root: built once, cached
+#     by the content of its inputs) in the background while step 4 builds; its directory is
+#     exported as EC2LAB_LAMP_AMI. Set EC2LAB_LAMP_AMI yourself to skip it (a value that is not an
+#     AMI directory makes tests/lamp.rs skip, or fail under CI=true).
+#  4. cargo nextest (or cargo test) builds as you, then runs each test binary as root through sudo.
 # Under CI=true a test whose prerequisite is missing fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +56,19 @@ fi
 PATH="$PWD/.venv/bin:$PATH"
 export VIRTUAL_ENV="$PWD/.venv"
 
-# 3. Build as you, run the test binaries as root.
+# sudo's password once, now, not in the background job or in the middle of the run.
+((${#SUDO[@]} == 0)) || sudo -v
+
+# 3. The LAMP image, in the background.
+lamp_pid=
+if [ -z "${EC2LAB_LAMP_AMI+set}" ]; then
+  lamp_out=$(mktemp); lamp_log=$(mktemp)
+  trap 'rm -f "$lamp_out" "$lamp_log"' EXIT
+  "${SUDO[@]}" scripts/lib/lamp-image.sh >"$lamp_out" 2>"$lamp_log" &
+  lamp_pid=$!
+fi
+
+# 4. Build as you, run the test binaries as root.
 find_cargo
 check_rust_version
 if ((${#SUDO[@]})); then
@@ -60,11 +76,20 @@ if ((${#SUDO[@]})); then
   var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUNNER"
   # sudo resets PATH (secure_path) and HOME: give the tests this PATH (.venv first) and root's HOME.
   export "$var=sudo -n -E env PATH=$PATH HOME=/root"
-  sudo -v  # ask for the password once, now, not in the middle of the run
 fi
 export PATH
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast "$@"
-else
-  cargo test --no-fail-fast "$@"
+runner=(cargo test)
+cargo nextest --version >/dev/null 2>&1 && runner=(cargo nextest run)
+"${runner[@]}" --no-run "$@"
+if [ -n "$lamp_pid" ]; then
+  if wait "$lamp_pid"; then
+    EC2LAB_LAMP_AMI=$(tail -n 1 "$lamp_out")
+    echo "test.sh: the LAMP image is $EC2LAB_LAMP_AMI" >&2
+  else
+    echo "test.sh: the LAMP image was not built (tests/lamp.rs skips, or fails under CI=true):" >&2
+    tail -n 20 "$lamp_log" >&2
+    EC2LAB_LAMP_AMI=
+  fi
+  export EC2LAB_LAMP_AMI
 fi
+"${runner[@]}" --no-fail-fast "$@"

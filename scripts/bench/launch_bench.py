@@ -4,30 +4,13 @@ crun starting the same root filesystem; then density (N idle t2.nano instances).
 
 usage: launch_bench.py EC2LAB_BIN DATA_DIR ENDPOINT ROOTFS USR_BINDS N DENSITY
 """
-import http.client, json, os, statistics, subprocess, sys, tempfile, time
-from urllib.parse import urlparse
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+import json, os, subprocess, sys, tempfile, time
+from lab_api import Api, report
 
 ec2lab, data_dir, endpoint, rootfs, usr_binds = sys.argv[1:6]
 N, DENSITY = int(sys.argv[6]), int(sys.argv[7])
 binds = [b for b in usr_binds.split(",") if b]
-creds = json.load(open(os.path.join(data_dir, "credentials.json")))
-u = urlparse(endpoint)
-conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-
-
-def call(body):
-    req = AWSRequest(method="POST", url=endpoint + "/", data=body,
-                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
-    SigV4Auth(Credentials(creds["access_key_id"], creds["secret_access_key"]), "ec2", "ap-northeast-2").add_auth(req)
-    conn.request("POST", "/", body=body, headers=dict(req.headers.items()))
-    r = conn.getresponse()
-    data = r.read().decode()
-    if r.status != 200:
-        raise SystemExit(f"HTTP {r.status}: {data[:400]}")
-    return data
+call = Api(endpoint, data_dir).call
 
 
 def ids_in(xml):
@@ -36,16 +19,6 @@ def ids_in(xml):
 
 ami = call("Action=DescribeImages&Version=2016-11-15&Filter.1.Name=name&Filter.1.Value.1=lab-linux")
 ami = ami.split("<imageId>")[1].split("</imageId>")[0]
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p))]
-
-
-def report(name, xs):
-    print(f"{name:<34} p50 {statistics.median(xs)*1000:7.2f} ms   p95 {pct(xs, 0.95)*1000:7.2f} ms   (n={len(xs)})", flush=True)
-    return statistics.median(xs)
 
 
 # 1. ec2lab: RunInstances → first `ec2lab exec … true` that succeeds.

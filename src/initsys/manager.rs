@@ -106,6 +106,8 @@ impl Manager {
         // sd_booted(): tools (deb helpers, `service`) then talk to systemctl.
         let _ = std::fs::create_dir_all(in_root("/run/systemd/system"));
         let _ = std::fs::create_dir_all(in_root("/run/ec2lab"));
+        // What systemd-tmpfiles-setup makes before any unit starts (`/run/mysqld`, …).
+        super::tmpfiles::apply(root);
         let sock = in_root(SOCKET);
         let _ = std::fs::remove_file(&sock);
         let listener = UnixListener::bind(&sock).ok();

@@ -91,12 +91,11 @@ impl Manager {
         if let Some((pid, setting, exe, st)) = &r.last_exit
             && (r.active != Active::Active || *setting != "ExecStart")
         {
-            let cmd = u
-                .service
-                .exec_start
-                .first()
-                .map(|c| c.argv.join(" "))
-                .unwrap_or_else(|| exe.clone());
+            // The command that exited (a control process's own line), else ExecStart's.
+            let cmd = Some(exe.clone())
+                .filter(|e| !e.is_empty())
+                .or_else(|| u.service.exec_start.first().map(|c| c.argv.join(" ")))
+                .unwrap_or_default();
             s.push_str(&format!(
                 "    Process: {pid} {setting}={cmd} ({})\n",
                 describe_exit(*st)

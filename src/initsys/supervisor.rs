@@ -2,7 +2,8 @@
 //!
 //! Start: prepare (environment files, user, runtime directories) → `ExecStartPre` one by one →
 //! `ExecStart` (simple/exec: the main process, active at once; forking: wait for it to exit 0,
-//! then read `PIDFile`; oneshot: each command to exit 0; notify: wait for `READY=1`) →
+//! then read `PIDFile`, or without one take the unit's one process left whose parent is PID 1,
+//! as systemd guesses it; oneshot: each command to exit 0; notify: wait for `READY=1`) →
 //! `ExecStartPost` → running. Any step failing, or the start timeout, ends in `failed`.
 //! The main process exiting while running ends in `inactive`/`failed` and `Restart=` decides
 //! whether it comes back after `RestartSec` (at most 5 starts in 10 s, as systemd's default
@@ -281,6 +282,8 @@ impl Manager {
                         if !self.check_pid_file(name) {
                             return;
                         }
+                    } else if s.ty == Type::Forking && self.run_mut(name).main_pid.is_none() {
+                        self.guess_main_pid(name);
                     }
                     phase = Phase::StartPost(0);
                 }

@@ -52,7 +52,8 @@ impl Manager {
         if r.control_pid == Some(pid) {
             r.control_pid = None;
             let setting = setting_of(phase);
-            r.last_exit = Some((pid, setting, String::new(), st));
+            let line = cmd_at(&unit.service, phase).map_or_else(String::new, |c| c.argv.join(" "));
+            r.last_exit = Some((pid, setting, line, st));
             let ignore = cmd_at(&unit.service, phase).is_some_and(|c| c.ignore_failure);
             if !ok(st) && !ignore {
                 self.log(
@@ -116,6 +117,9 @@ impl Manager {
                         let _ = sys::kill(pid, libc::SIGKILL);
                     }
                     self.signal_all(&name, libc::SIGTERM);
+                    // Its process group too: a daemon's workers under another user cannot be
+                    // read in /proc (not dumpable), so they carry no marker we can see.
+                    let _ = sys::kill(-pid, libc::SIGTERM);
                     self.advance(&name, Phase::StopPost(0));
                 }
                 _ => {}
@@ -142,7 +146,17 @@ impl Manager {
             }
             match phase {
                 Phase::AutoRestart => {
-                    r.deadline = None;
+                    // What the old main process left (a forking daemon's workers, which may
+                    // hold its port) goes first, as systemd's final SIGKILL does.
+                    let group = r.last_exit.as_ref().map(|x| -x.0).filter(|&g| g < -1);
+                    let mut left = super::manager::marked_processes(&name);
+                    left.extend(group.filter(|&g| sys::kill(g, 0).is_ok()));
+                    if !left.is_empty() {
+                        left.iter().for_each(|&p| drop(sys::kill(p, libc::SIGKILL)));
+                        self.run_mut(&name).deadline = Some(now + Duration::from_millis(20));
+                        continue;
+                    }
+                    self.run_mut(&name).deadline = None;
                     self.begin_start(&name);
                 }
                 Phase::StopSignal | Phase::Stop(_) | Phase::StopPost(_) => {
@@ -202,6 +216,25 @@ impl Manager {
         self.run_mut(name).main_pid = Some(pid);
         self.pids.insert(pid, name.to_string());
         true
+    }
+
+    /// `Type=forking` without `PIDFile=`: the main process is the unit's one process whose
+    /// parent is PID 1 (the daemon that forked away from the start command), as systemd guesses
+    /// it; with none or several, the unit has no main process (`active (exited)`).
+    pub(crate) fn guess_main_pid(&mut self, name: &str) {
+        let parent = |pid: i32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+        };
+        let daemons: Vec<i32> = super::manager::marked_processes(name)
+            .into_iter()
+            .filter(|&p| parent(p) == Some(1))
+            .collect();
+        if let [pid] = daemons[..] {
+            self.run_mut(name).main_pid = Some(pid);
+            self.pids.insert(pid, name.to_string());
+        }
     }
 
     /// Sends `sig` to the unit's main process, its process group, and every process that

@@ -405,17 +405,23 @@ impl Daemon {
     /// Opens SSH (tcp/22, which the gateway serves on `--ssh-port`) from anywhere in the default
     /// security group, which, as on EC2, admits no one from outside until told to.
     pub fn open_ssh(&self) {
+        self.authorize_tcp(["--group-name", "default"], "22", "0.0.0.0/0");
+    }
+
+    /// `aws ec2 authorize-security-group-ingress` of tcp `port` from `cidr`; `group` is
+    /// `["--group-id", ID]` or `["--group-name", NAME]`.
+    pub fn authorize_tcp(&self, group: [&str; 2], port: &str, cidr: &str) {
         self.aws_json(&[
             "ec2",
             "authorize-security-group-ingress",
-            "--group-name",
-            "default",
+            group[0],
+            group[1],
             "--protocol",
             "tcp",
             "--port",
-            "22",
+            port,
             "--cidr",
-            "0.0.0.0/0",
+            cidr,
         ]);
     }
 
@@ -567,18 +573,7 @@ impl Daemon {
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let id = v["GroupId"].as_str().unwrap().to_string();
-        self.aws_json(&[
-            "ec2",
-            "authorize-security-group-ingress",
-            "--group-id",
-            &id,
-            "--protocol",
-            "tcp",
-            "--port",
-            port,
-            "--cidr",
-            cidr,
-        ]);
+        self.authorize_tcp(["--group-id", &id], port, cidr);
         id
     }
 
