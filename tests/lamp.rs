@@ -265,3 +265,39 @@ fn the_amazon_linux_tutorial_user_data_serves_the_page_on_debian() {
         "{console}"
     );
 }
+
+/// The issue's user data, byte for byte as AWS's tutorial prints it: the page is the instance's
+/// host name, and it comes back after a stop/start from the enabled units.
+const TUTORIAL_VERBATIM: &str = r#"#!/bin/bash
+yum update -y
+yum install -y httpd php php-mysqlnd mariadb105-server
+systemctl start httpd mariadb
+systemctl enable httpd mariadb
+echo "<?php echo gethostname(); ?>" > /var/www/html/index.php
+"#;
+
+#[test]
+fn the_tutorial_user_data_verbatim_serves_the_host_name() {
+    let Some(lamp) = Lamp::start() else {
+        return;
+    };
+    let id = lamp.run(TUTORIAL_VERBATIM);
+    let private = lamp.d.aws_json(&["ec2", "describe-instances", "--instance-ids", &id])
+        ["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+        .as_str()
+        .unwrap()
+        .replace('.', "-");
+    let name = format!("ip-{private}");
+    assert_eq!(lamp.page(&id, &name), name);
+    assert_eq!(
+        lamp.ssh(&id, "systemctl is-active httpd mariadb"),
+        "active\nactive\n"
+    );
+    lamp.d
+        .aws_json(&["ec2", "stop-instances", "--instance-ids", &id]);
+    lamp.d.wait_state(&id, "stopped");
+    lamp.d
+        .aws_json(&["ec2", "start-instances", "--instance-ids", &id]);
+    lamp.d.wait_state(&id, "running");
+    assert_eq!(lamp.page(&id, &name), name);
+}
