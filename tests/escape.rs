@@ -84,14 +84,6 @@ fn sha256_hex(path: &str) -> String {
     ))
 }
 
-fn private_ip(d: &Daemon, id: &str) -> String {
-    let v = d.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
-    v["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// The instance's pids limit as its cgroup says (v1 or v2), or the daemon's formula.
 fn pids_max(id: &str) -> u64 {
     for p in [
@@ -185,7 +177,7 @@ fn attempts_from_inside_are_refused() {
     let pid1 = std::fs::read("/proc/1/cmdline").unwrap_or_default();
 
     // Instance B: a file, a process and metadata traffic that A must not see.
-    let b_ip = private_ip(&d, b);
+    let b_ip = d.private_ip(b);
     d.exec_ok(
         b,
         Some("root"),

@@ -120,6 +120,16 @@ impl Lamp {
         }
     }
 
+    /// `aws ec2 stop-instances`, then `start-instances`, each waited for.
+    fn stop_start(&self, id: &str) {
+        self.d
+            .aws_json(&["ec2", "stop-instances", "--instance-ids", id]);
+        self.d.wait_state(id, "stopped");
+        self.d
+            .aws_json(&["ec2", "start-instances", "--instance-ids", id]);
+        self.d.wait_state(id, "running");
+    }
+
     /// `ssh -i lamp.pem admin@PUBLIC_IP SCRIPT`, asserting success; returns stdout.
     fn ssh(&self, id: &str, script: &str) -> String {
         let ip = self.d.public_ip(id).expect("a public IP");
@@ -207,12 +217,7 @@ fn apache_serves_php_reading_mariadb_across_stop_start_and_daemon_restart() {
     assert_eq!(lamp.page(&id, ROW), page);
 
     // Stop and start: the enabled units serve the page again; the user data does not rerun.
-    lamp.d
-        .aws_json(&["ec2", "stop-instances", "--instance-ids", &id]);
-    lamp.d.wait_state(&id, "stopped");
-    lamp.d
-        .aws_json(&["ec2", "start-instances", "--instance-ids", &id]);
-    lamp.d.wait_state(&id, "running");
+    lamp.stop_start(&id);
     assert_eq!(lamp.page(&id, ROW), page);
     let runs = lamp
         .d
@@ -282,22 +287,12 @@ fn the_tutorial_user_data_verbatim_serves_the_host_name() {
         return;
     };
     let id = lamp.run(TUTORIAL_VERBATIM);
-    let private = lamp.d.aws_json(&["ec2", "describe-instances", "--instance-ids", &id])
-        ["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
-        .as_str()
-        .unwrap()
-        .replace('.', "-");
-    let name = format!("ip-{private}");
+    let name = format!("ip-{}", lamp.d.private_ip(&id).replace('.', "-"));
     assert_eq!(lamp.page(&id, &name), name);
     assert_eq!(
         lamp.ssh(&id, "systemctl is-active httpd mariadb"),
         "active\nactive\n"
     );
-    lamp.d
-        .aws_json(&["ec2", "stop-instances", "--instance-ids", &id]);
-    lamp.d.wait_state(&id, "stopped");
-    lamp.d
-        .aws_json(&["ec2", "start-instances", "--instance-ids", &id]);
-    lamp.d.wait_state(&id, "running");
+    lamp.stop_start(&id);
     assert_eq!(lamp.page(&id, &name), name);
 }

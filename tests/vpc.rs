@@ -80,14 +80,6 @@ fn until(what: &str, f: impl Fn() -> bool) {
     }
 }
 
-fn private_ip(d: &Daemon, id: &str) -> String {
-    let v = d.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
-    v["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn group(d: &Daemon, name: &str) -> String {
     let out = d.create_group(name);
     assert!(out.status.success(), "{out:?}");
@@ -134,7 +126,7 @@ fn the_database_in_its_own_instance() {
         d.wait_state(id, "running");
     }
     d.wait_console(&db_id, "servers-up");
-    let db_ip = private_ip(&d, &db_id);
+    let db_ip = d.private_ip(&db_id);
     assert!(db_ip.starts_with("172.31.32."), "zone c's subnet: {db_ip}");
 
     // Through the source-group rule: web reaches the DB, the other instance does not.
@@ -224,7 +216,7 @@ fn the_database_in_its_own_instance() {
     // No instance speaks with another's address: the other instance tries to take web's IP as
     // a second address and connect from it (its root cannot change its network, and the
     // router drops a source that is not the veth's own).
-    let web_ip = private_ip(&d, &web_id);
+    let web_ip = d.private_ip(&web_id);
     let o = d.exec(
         &other_id,
         Some("root"),

@@ -165,11 +165,7 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
             group_name,
             rule,
         } => {
-            let peer = rule
-                .cidr
-                .clone()
-                .or(rule.source_group.clone())
-                .unwrap_or_default();
+            let peer = peer_of(&rule);
             println!(
                 "  ALLOWED by {group_name} ({group_id}): {} from {peer}",
                 ports_of(&rule)
@@ -189,17 +185,7 @@ pub fn run(common: &Common, a: WhyArgs) -> Result<(), CliError> {
                             && (r.from_port.unwrap_or(0)..=r.to_port.unwrap_or(-1))
                                 .contains(&i32::from(port)))
                 })
-                .map(|(g, r)| {
-                    format!(
-                        "{}: {} from {}",
-                        g.name,
-                        ports_of(r),
-                        r.cidr
-                            .clone()
-                            .or(r.source_group.clone())
-                            .unwrap_or_default()
-                    )
-                })
+                .map(|(g, r)| format!("{}: {} from {}", g.name, ports_of(r), peer_of(r)))
                 .collect();
             if near.is_empty() {
                 println!("  No rule opens tcp/{} at all.", port);
@@ -258,11 +244,7 @@ fn egress_allows(
             group_name,
             rule,
         } => {
-            let peer = rule
-                .cidr
-                .clone()
-                .or(rule.source_group.clone())
-                .unwrap_or_default();
+            let peer = peer_of(&rule);
             println!(
                 "  out of {from}: allowed by {group_name} ({group_id}): {} to {peer}; through the VPC router to {dest_ip}",
                 ports_of(&rule)
@@ -282,6 +264,14 @@ fn egress_allows(
             Ok(false)
         }
     }
+}
+
+/// A rule's peer as the console shows it: its CIDR or its group.
+fn peer_of(r: &Rule) -> String {
+    r.cidr
+        .clone()
+        .or(r.source_group.clone())
+        .unwrap_or_default()
 }
 
 fn ports_of(r: &Rule) -> String {

@@ -460,6 +460,15 @@ impl Daemon {
         self.run_instances(&args)[0].clone()
     }
 
+    /// The instance's private IP, as DescribeInstances shows it.
+    pub fn private_ip(&self, id: &str) -> String {
+        let v = self.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
+        v["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// The instance's public IP (auto-assigned or Elastic), as DescribeInstances shows it.
     pub fn public_ip(&self, id: &str) -> Option<String> {
         let v = self.aws_json(&["ec2", "describe-instances", "--instance-ids", id]);
