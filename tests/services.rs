@@ -153,6 +153,17 @@ fn systemctl_verbs_answer_with_systemds_words_and_exit_codes() {
     let (code, out, _) = sh(&d, &id, "systemctl list-unit-files");
     assert_eq!(code, 0);
     assert!(out.contains("web.service"), "{out}");
+    // Into a pipe that closes early, as `| head` does: the tool ends quietly (SIGPIPE).
+    let (code, out, err) = sh(
+        &d,
+        &id,
+        "for i in 1 2 3 4 5 6 7 8; do systemctl list-unit-files; done | head -n 1; systemctl status web | head -n 1",
+    );
+    assert_eq!(code, 0);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe") && out.lines().count() == 2,
+        "{out}{err}"
+    );
     let (_, out, _) = sh(&d, &id, "journalctl -u web --no-pager");
     assert!(out.contains("Started Lab web server."), "{out}");
 

@@ -32,6 +32,11 @@ pub const TOOLS: &[&str] = &[
 
 /// Runs tool `name` with `args` (argv[1..]) and exits.
 pub fn main(name: &str, args: Vec<String>) -> ! {
+    // As a C tool: output into a closed pipe (`systemctl status | head`) ends the tool quietly
+    // (Rust ignores SIGPIPE, and `println!` would panic on EPIPE). The control socket is written
+    // with MSG_NOSIGNAL (`ctl::call`).
+    // SAFETY: setting a signal's disposition to its default, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let code = match name {
         "systemctl" => systemctl(&args),
         "journalctl" => journalctl(&args),

@@ -3,7 +3,7 @@
 //! the connection closes. Verbs that wait for jobs (start, stop, restart, reload, the boot)
 //! answer when their jobs finished. Only the instance's root may change state (`SO_PEERCRED`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 
 use serde::{Deserialize, Serialize};
@@ -116,11 +116,38 @@ pub fn call(req: &Request) -> Result<Response, CtlError> {
     call_at(std::path::Path::new(SOCKET), req)
 }
 
+/// Writes all of `buf` with `MSG_NOSIGNAL`: the tools run with SIGPIPE's default action (so
+/// `systemctl status | head` ends quietly, as systemd's does), and PID 1 closing the socket
+/// must be an error here, not a signal.
+fn send_all(s: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        // SAFETY: send on a connected socket we own, from a valid buffer of that length.
+        let n = unsafe {
+            libc::send(
+                s.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
 pub fn call_at(path: &std::path::Path, req: &Request) -> Result<Response, CtlError> {
-    let mut s = UnixStream::connect(path).map_err(CtlError::Connect)?;
+    let s = UnixStream::connect(path).map_err(CtlError::Connect)?;
     let mut line = serde_json::to_string(req).map_err(CtlError::Decode)?;
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(CtlError::Io)?;
+    send_all(&s, line.as_bytes()).map_err(CtlError::Io)?;
     let mut r = BufReader::new(s);
     let mut ans = String::new();
     r.read_line(&mut ans).map_err(CtlError::Io)?;
