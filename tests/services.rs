@@ -189,6 +189,7 @@ const CRASHY_UNIT: &str = "[Service]
 ExecStart=/bin/sleep 3600
 Restart=on-failure
 RestartSec=1
+ProtectSystem=full
 ";
 
 const BROKEN_UNIT: &str = "[Unit]
@@ -268,6 +269,13 @@ fn services_are_supervised_restarted_notified_and_logged() {
     );
     assert!(
         journal.contains("Scheduled restart job, restart counter is at 1."),
+        "{journal}"
+    );
+    // A setting the lab does not honour is said, with its file and line, never dropped silently.
+    assert!(
+        journal.contains(
+            "/etc/systemd/system/crashy.service:5: ProtectSystem= in [Service] is not supported by the lab's service manager, ignoring."
+        ),
         "{journal}"
     );
 

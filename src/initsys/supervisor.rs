@@ -169,6 +169,17 @@ impl Manager {
 
     /// Begins starting `name` (a loaded service or a target); nothing if it is already up.
     pub(crate) fn begin_start(&mut self, name: &str) {
+        // Never a silent drop: what the unit file sets and this manager does not do, said once
+        // per load, in the unit's journal (as systemd logs keys it does not know).
+        let ignored = self
+            .reg
+            .units
+            .get_mut(name)
+            .map(|u| std::mem::take(&mut u.ignored))
+            .unwrap_or_default();
+        for line in ignored {
+            self.log(name, &line);
+        }
         let Some(unit) = self.reg.units.get(name).cloned() else {
             return;
         };

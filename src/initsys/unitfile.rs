@@ -1,8 +1,9 @@
 //! The unit file syntax: `[Section]`, `Key=Value`, `\\` continuation lines, `#`/`;` comments;
 //! the values (time spans, booleans, command lines with `-@+!:` prefixes and quotes) and how
-//! each known key of `[Unit]`, `[Service]` and `[Install]` sets a `Unit`. Unknown keys are
-//! ignored, as systemd does — but without systemd's "Unknown key name" warning yet; a line
-//! that is not an assignment is an error.
+//! each known key of `[Unit]`, `[Service]` and `[Install]` sets a `Unit`. A key this manager
+//! does not honour is recorded in `Unit::ignored` (with its file and line), which the manager
+//! logs to the unit's journal when it first starts it — as systemd warns of keys it does not
+//! know; a line that is not an assignment is an error.
 
 use std::time::Duration;
 
@@ -183,8 +184,8 @@ pub fn parse_cmd(v: &str) -> Option<Cmd> {
     (!cmd.argv.is_empty()).then_some(cmd)
 }
 
-/// Applies entries (fragment, then drop-ins) to `unit`. Unknown keys are ignored, as systemd
-/// does (it also warns; this does not yet); a value that cannot work is an error.
+/// Applies entries (fragment, then drop-ins) to `unit`. Keys not honoured here are recorded in
+/// `unit.ignored`; a value that cannot work is an error.
 pub fn apply(unit: &mut Unit, path: &str, entries: &Entries) -> Result<(), ParseError> {
     for (sec, key, val, line) in entries {
         let err = |what: String| ParseError {
@@ -291,7 +292,11 @@ pub fn apply(unit: &mut Unit, path: &str, entries: &Entries) -> Result<(), Parse
                     s.runtime_directories.push(d.to_string());
                 }
             }
-            _ => {}
+            // Pointers for people, and defaults this manager has anyway: nothing to do.
+            ("Unit", "Documentation" | "DefaultDependencies") | ("Install", "Also") => {}
+            _ => unit.ignored.push(format!(
+                "{path}:{line}: {key}= in [{sec}] is not supported by the lab's service manager, ignoring."
+            )),
         }
         if sec == "Install" {
             unit.has_install = true;

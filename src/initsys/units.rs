@@ -142,6 +142,9 @@ pub struct Unit {
     pub has_install: bool,
     /// The SysV script this unit was made from.
     pub sysv: Option<PathBuf>,
+    /// Settings the file has that this manager does not honour, each as a journal line
+    /// (`path:line: Key= in [Section] is not supported …`), logged when the unit first starts.
+    pub ignored: Vec<String>,
     pub service: Service,
 }
 

@@ -17,6 +17,9 @@ pub(super) fn describe_network_interfaces(
 ) -> Result<(), AwsError> {
     let page = Page::read(p, "DescribeNetworkInterfaces", 5, 1000)?;
     let (wanted, filters) = (p.list("NetworkInterfaceId"), p.filters()?);
+    // Interfaces managed by other services (load balancers, NAT gateways) are shown only with
+    // it; the lab has none yet, so both answers are the same list.
+    p.bool("IncludeManagedResources")?;
     p.finish()?;
     let (enis, next) = page.take(c.describe_network_interfaces(&wanted, &filters)?);
     let region = c.cfg.region.clone();
