@@ -119,7 +119,9 @@ impl Manager {
                     self.signal_all(&name, libc::SIGTERM);
                     // Its process group too: a daemon's workers under another user cannot be
                     // read in /proc (not dumpable), so they carry no marker we can see.
-                    let _ = sys::kill(-pid, libc::SIGTERM);
+                    if pid > 1 {
+                        let _ = sys::kill(-pid, libc::SIGTERM);
+                    }
                     self.advance(&name, Phase::StopPost(0));
                 }
                 _ => {}
