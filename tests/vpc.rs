@@ -326,3 +326,36 @@ fn network_interfaces_show_each_instance_and_refuse_what_is_not_there() {
         "{left}"
     );
 }
+
+/// The `default` group's own rule (all traffic from its members), as on AWS: two instances
+/// launched without a group reach each other; one in another group does not reach them.
+#[test]
+fn default_group_members_reach_each_other() {
+    if !prerequisites(&["aws", "python3"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let servers = d.write_file("servers.sh", SERVERS);
+    let ud = format!("file://{}", servers.display());
+    let server = d.run_instances(&["--user-data", &ud])[0].clone();
+    let client = d.run_instances(&[])[0].clone();
+    let outsider = d.run_instances(&["--security-group-ids", &group(&d, "elsewhere")])[0].clone();
+    for id in [&server, &client, &outsider] {
+        d.wait_state(id, "running");
+    }
+    d.wait_console(&server, "servers-up");
+    let ip = d.private_ip(&server);
+    until("a default-group member reaches another", || {
+        tcp_hello(&d, &client, &ip).as_deref() == Some("db-ok")
+    });
+    assert_eq!(
+        udp_echo(&d, &client, &ip).as_deref(),
+        Some("udp hi"),
+        "all protocols"
+    );
+    assert_eq!(
+        tcp_hello(&d, &outsider, &ip),
+        None,
+        "not a member of default"
+    );
+}
