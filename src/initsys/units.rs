@@ -331,26 +331,27 @@ impl Registry {
     /// `Alias=` of an unloaded unit: those files are read one at a time and only a match is
     /// kept.
     pub fn ensure(&mut self, name: &str) -> bool {
-        let mut todo = vec![canonical_name(name)];
-        let mut found = None;
+        let asked = canonical_name(name);
+        let asked = self.aliases.get(&asked).cloned().unwrap_or(asked);
+        if !self.units.contains_key(&asked) && !self.files.contains_key(&asked) {
+            return self.load_declaring(&asked);
+        }
+        // The unit and, transitively, what it wants and requires (a missing one is left out).
+        let mut todo = vec![asked];
         while let Some(n) = todo.pop() {
             let n = self.aliases.get(&n).cloned().unwrap_or(n);
             if self.units.contains_key(&n) {
-                found.get_or_insert(true);
                 continue;
             }
             let Some(path) = self.files.get(&n).cloned() else {
-                let hit = found.is_none() && self.load_declaring(&n);
-                found.get_or_insert(hit);
                 continue;
             };
             self.insert_parsed(&n, &path);
-            found.get_or_insert(true);
             if let Some(u) = self.units.get(&n) {
                 todo.extend(u.wants.iter().chain(&u.requires).map(|w| canonical_name(w)));
             }
         }
-        found.unwrap_or(false)
+        true
     }
 
     /// Loads the unit whose `Alias=` names `alias`, if any.

@@ -599,7 +599,7 @@ impl Host for Arc<Runtime> {
         }
         let t0 = Instant::now();
         let first_boot = !self.volume_dir(&inst.id).join(".prepared").exists();
-        let iface = Mutex::new(None);
+        let mut iface = None;
         let result = (|| {
             let t = Instant::now();
             let files = self.prepare_volume(inst)?;
@@ -611,7 +611,7 @@ impl Host for Arc<Runtime> {
             let t = Instant::now();
             let mut spec = self.spec(inst, image, boot, files);
             spec.volume_loop = device.as_ref().map(|d| d.minor);
-            *iface.lock().unwrap() = spec.vpc.as_ref().map(|v| v.peer_name.clone());
+            iface = spec.vpc.as_ref().map(|v| v.peer_name.clone());
             let r = sandbox::launch_with(&self.exe, &spec, self.launchers.take())
                 .map_err(|e| e.to_string());
             drop(device);
@@ -645,7 +645,7 @@ impl Host for Arc<Runtime> {
                 ssh_addr,
                 stopping: stopping.clone(),
                 connector: connector.clone(),
-                iface: iface.into_inner().unwrap(),
+                iface,
             },
         );
         self.sync_vpc();

@@ -99,25 +99,11 @@ pub fn compile(s: &Snapshot) -> String {
         "  chain forward {\n    type filter hook forward priority filter; policy drop;\n    \
          ct state established,related accept\n    ct state invalid drop\n",
     );
-    if !members.is_empty() {
-        let map: Vec<String> = members
-            .iter()
-            .enumerate()
-            .map(|(n, m)| format!("\"{}\" : goto out_{n}", m.iface))
-            .collect();
-        let _ = writeln!(out, "    iifname vmap {{ {} }}", map.join(", "));
-    }
+    dispatch(&mut out, &members, "iifname", "out");
     out.push_str("  }\n");
 
     out.push_str("  chain in_dispatch {\n");
-    if !members.is_empty() {
-        let map: Vec<String> = members
-            .iter()
-            .enumerate()
-            .map(|(n, m)| format!("\"{}\" : goto in_{n}", m.iface))
-            .collect();
-        let _ = writeln!(out, "    oifname vmap {{ {} }}", map.join(", "));
-    }
+    dispatch(&mut out, &members, "oifname", "in");
     out.push_str("  }\n");
 
     for (n, m) in members.iter().enumerate() {
@@ -143,6 +129,20 @@ pub fn compile(s: &Snapshot) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// `<field> vmap { "ve…" : goto <chain>_<n>, … }`, one entry per member (none for no members:
+/// an empty vmap does not parse).
+fn dispatch(out: &mut String, members: &[&Member], field: &str, chain: &str) {
+    if members.is_empty() {
+        return;
+    }
+    let map: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(n, m)| format!("\"{}\" : goto {chain}_{n}", m.iface))
+        .collect();
+    let _ = writeln!(out, "    {field} vmap {{ {} }}", map.join(", "));
 }
 
 /// `elements = { … }` lines of a set, or nothing for an empty set.
